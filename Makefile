@@ -1,0 +1,78 @@
+# rewardlab: `make demo` runs the pipeline end to end, `make test` runs the tests.
+# Each target does its own set-up on a fresh machine and skips what is already done.
+#
+# Overrides:
+#   PYTHON=python3.12            interpreter used to create the virtual environment
+#   VENV=/path/to/env            use (or create) another environment
+#   TORCH='torch==2.5.1+cu124 --index-url https://...'   install another torch build;
+#                                a torch already importable in $(VENV) is always kept
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+DEMO_DIR ?= demo_out
+DEMO_N ?= 240
+SYSTEM_PACKAGES := espeak-ng
+# command that proves each system package is present, in the same order
+SYSTEM_COMMANDS := espeak-ng
+
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.rewardlab-installed
+
+.PHONY: demo test setup system lint format bench clean-demo
+
+demo: setup
+	$(VENV)/bin/rewardlab demo-data --out $(DEMO_DIR) --n $(DEMO_N) --force
+	$(VENV)/bin/rewardlab stats $(DEMO_DIR)
+	$(VENV)/bin/rewardlab export $(DEMO_DIR) --format parquet --out $(DEMO_DIR)/exports/judgments.parquet
+	$(VENV)/bin/rewardlab export $(DEMO_DIR) --format hf --out $(DEMO_DIR)/exports/judgments_hf
+
+test: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: setup
+	$(PY) benchmarks/bench_submit.py
+	$(PY) benchmarks/bench_export.py
+
+setup: system $(STAMP)
+
+# System packages: installed with apt when missing and we are root; otherwise say what to do.
+system:
+	@missing=""; \
+	for cmd in $(SYSTEM_COMMANDS); do command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$cmd"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing system packages:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
+		else \
+			echo "missing system packages:$$missing -- install them (e.g. sudo apt-get install $(SYSTEM_PACKAGES))" >&2; exit 1; \
+		fi; \
+	fi
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# torch first: an unpinned torch would pull a multi-GB CUDA build on a CPU machine.
+$(VENV)/.torch: | $(PY)
+	@if $(PY) -c "import torch" 2>/dev/null; then \
+		echo "keeping installed torch $$($(PY) -c 'import torch; print(torch.__version__)')"; \
+	else \
+		$(PY) -m pip install -q $(TORCH); \
+	fi
+	@touch $@
+
+$(STAMP): pyproject.toml $(VENV)/.torch
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $@
+
+clean-demo:
+	rm -rf $(DEMO_DIR)

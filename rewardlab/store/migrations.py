@@ -1,0 +1,105 @@
+"""Versioned schema migrations for the project store.
+
+The schema version lives in SQLite's ``PRAGMA user_version``. Each migration runs in its own
+transaction together with the version bump, so a crash mid-migration leaves the previous
+version intact. Add a migration by appending to `MIGRATIONS`; never edit a released one.
+
+Records are stored as validated JSON (``body``) plus the columns queries need, so the data
+model can grow fields without a migration for each.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: list[str] = [
+    # 1: the initial schema
+    """
+    CREATE TABLE project (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        settings TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE annotators (
+        id TEXT PRIMARY KEY,
+        display_name TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('annotator', 'admin', 'simulated')),
+        password_hash TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE rubrics (
+        id TEXT PRIMARY KEY,
+        version INTEGER NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE TABLE dialogues (
+        id TEXT PRIMARY KEY,
+        n_turns INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE tasks (
+        id TEXT PRIMARY KEY,
+        dialogue_id TEXT NOT NULL REFERENCES dialogues (id),
+        turn_index INTEGER NOT NULL,
+        rubric_id TEXT REFERENCES rubrics (id),
+        gold INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX tasks_by_dialogue ON tasks (dialogue_id);
+    CREATE TABLE assignments (
+        task_id TEXT NOT NULL REFERENCES tasks (id),
+        annotator_id TEXT NOT NULL REFERENCES annotators (id),
+        status TEXT NOT NULL CHECK (status IN ('assigned', 'skipped', 'done', 'flagged')),
+        assigned_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (task_id, annotator_id)
+    );
+    CREATE INDEX assignments_by_annotator ON assignments (annotator_id, status);
+    CREATE TABLE judgments (
+        id TEXT PRIMARY KEY,
+        task_id TEXT NOT NULL REFERENCES tasks (id),
+        annotator_id TEXT NOT NULL REFERENCES annotators (id),
+        level INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        UNIQUE (task_id, annotator_id)
+    );
+    CREATE INDEX judgments_by_annotator ON judgments (annotator_id);
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SchemaTooNewError(RuntimeError):
+    pass
+
+
+def schema_version(connection: sqlite3.Connection) -> int:
+    return connection.execute("PRAGMA user_version").fetchone()[0]
+
+
+def migrate(connection: sqlite3.Connection) -> int:
+    """Bring the database to `SCHEMA_VERSION`; return the version it started at."""
+    start = schema_version(connection)
+    if start > SCHEMA_VERSION:
+        raise SchemaTooNewError(
+            f"the store has schema version {start}, this rewardlab knows up to {SCHEMA_VERSION}:"
+            " upgrade rewardlab"
+        )
+    for version in range(start + 1, SCHEMA_VERSION + 1):
+        # executescript would COMMIT on its own; run statement by statement inside one
+        # transaction so the DDL and the version bump land together or not at all.
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[version - 1].split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {version}")
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+    return start
