@@ -6,8 +6,10 @@ Every row carries the judgment (level in canonical policy-vs-reference order, th
 annotator saw, rubric scores, rationale, listening), the task (both candidates, rubric, gold
 answer, metadata) and the dialogue history up to the task's turn. Nested values (rubric scores,
 listening, the history, task metadata) are JSON strings so the Parquet schema stays flat and
-stable. Audio columns hold paths relative to the project's media root; the HF dataset turns
-them into `Audio(decode=False)` columns with absolute paths (decode them with soundfile).
+stable. Audio columns hold paths relative to the project's media root. The HF dataset turns
+them into `Audio(decode=False)` columns: absolute paths in memory (`to_hf_dataset`); saved
+with `export_hf`, `datasets` embeds the clips' bytes, so the folder stands on its own. Decode
+with soundfile (``soundfile.read(io.BytesIO(clip["bytes"]))``), not datasets' torchcodec.
 Files are written to a temporary name and renamed, so a crash never leaves half an export.
 """
 
@@ -38,6 +40,41 @@ JUDGMENT_FIELDS = {
     "created_at": "created_at",
 }
 JSON_COLUMNS = ("rubric_scores", "listened")
+JUDGMENT_SCHEMA = {
+    "judgment_id": pl.String,
+    "task_id": pl.String,
+    "annotator_id": pl.String,
+    "level": pl.Int8,
+    "shown_order": pl.String,
+    "rubric_scores": pl.String,
+    "rationale": pl.String,
+    "time_spent_s": pl.Float64,
+    "listened": pl.String,
+    "created_at": pl.String,  # ISO 8601, parsed below
+    "received_at": pl.String,
+}
+_CANDIDATE_SCHEMA = {
+    "text": pl.String,
+    "reasoning": pl.String,
+    "source": pl.String,
+    "audio": pl.String,
+}
+TASK_SCHEMA = {
+    "task_id": pl.String,
+    "dialogue_id": pl.String,
+    "turn_index": pl.Int32,
+    "rubric_id": pl.String,
+    "gold": pl.Boolean,
+    "gold_level": pl.Int8,
+    **{
+        f"{side}_{key}": t
+        for side in ("policy", "reference")
+        for key, t in _CANDIDATE_SCHEMA.items()
+    },
+    "history": pl.String,  # JSON: the turns up to and including turn_index
+    "history_audio": pl.List(pl.String),
+    "task_metadata": pl.String,
+}
 
 
 def judgments_frame(store: Store) -> pl.DataFrame:
@@ -50,10 +87,7 @@ def judgments_frame(store: Store) -> pl.DataFrame:
             value = record[key]
             columns[column].append(json.dumps(value) if key in JSON_COLUMNS else value)
         columns["received_at"].append(received_at)
-    judgments = pl.DataFrame(
-        columns,
-        schema_overrides={"level": pl.Int8, "time_spent_s": pl.Float64, "rationale": pl.String},
-    ).with_columns(
+    judgments = pl.DataFrame(columns, schema=JUDGMENT_SCHEMA).with_columns(
         pl.col("created_at", "received_at").str.to_datetime(time_zone="UTC", time_unit="us"),
         pl.lit(store.k, dtype=pl.Int8).alias("k"),
     )
@@ -80,18 +114,7 @@ def tasks_frame(store: Store) -> pl.DataFrame:
                 "task_metadata": json.dumps(task.metadata),
             }
         )
-    return pl.DataFrame(
-        rows,
-        schema_overrides={
-            "rubric_id": pl.String,
-            "gold_level": pl.Int8,
-            "policy_reasoning": pl.String,
-            "policy_audio": pl.String,
-            "reference_reasoning": pl.String,
-            "reference_audio": pl.String,
-            "history_audio": pl.List(pl.String),
-        },
-    )
+    return pl.DataFrame(rows, schema=TASK_SCHEMA)
 
 
 def _candidate_columns(task: Task, side: str) -> dict[str, str | None]:
@@ -134,10 +157,19 @@ def to_hf_dataset(store: Store):
     from datasets import Audio, Dataset, List
 
     prefix = pl.lit(f"{store.media_root.resolve()}/")
+
+    def clip(path: pl.Expr) -> pl.Expr:  # the storage layout of datasets' Audio feature
+        return pl.struct(
+            pl.lit(None, dtype=pl.Binary).alias("bytes"), (prefix + path).alias("path")
+        )
+
     frame = judgments_frame(store).with_columns(
-        prefix + pl.col("policy_audio"),  # null stays null: a candidate without audio
-        prefix + pl.col("reference_audio"),
-        pl.col("history_audio").list.eval(prefix + pl.element()),
+        # a candidate without audio stays null
+        *[
+            pl.when(pl.col(c).is_not_null()).then(clip(pl.col(c))).alias(c)
+            for c in ("policy_audio", "reference_audio")
+        ],
+        pl.col("history_audio").list.eval(clip(pl.element())),
     )
     dataset = Dataset.from_polars(frame)
     for column in ("policy_audio", "reference_audio"):

@@ -106,12 +106,11 @@ class _Importer:
         self.copies[relative] = source
         return []
 
-    def validate(self, model: type[BaseModel], data: Any, record: str) -> Any:
+    def validate(self, model: type[BaseModel], data: Any, record: str) -> tuple[Any, list]:
         try:
-            return model.model_validate(data, context={"k": self.store.k})
+            return model.model_validate(data, context={"k": self.store.k}), []
         except ValidationError as error:
-            self.report.errors.extend(errors_of(error, record))
-            return None
+            return None, errors_of(error, record)
 
     def check_stored(self, kind: str, record: Any, label: str) -> None:
         getter = {"dialogue": self.store.dialogue, "task": self.store.task}[kind]
@@ -180,8 +179,11 @@ def import_jsonl(
                 report.errors.append(data)
                 continue
             audio_errors = _fill_record_audio(importer, kind, data, label)
-            record = importer.validate(model, data, label)
-            report.errors.extend(audio_errors)
+            record, model_errors = importer.validate(model, data, label)
+            # a reference whose file failed was not filled in: its missing fields are no news
+            failed = {error.field.rsplit(".", 1)[0] for error in audio_errors}
+            report.errors += audio_errors
+            report.errors += [e for e in model_errors if e.field.rsplit(".", 1)[0] not in failed]
             if record is None or audio_errors:
                 continue
             if record.id in seen[kind]:

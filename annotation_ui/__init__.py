@@ -1,0 +1,1 @@
+"""Annotation front ends built on rewardlab: the Gradio app and the Argilla bridge."""

@@ -1,0 +1,59 @@
+"""Small real inputs for tests: audio clips on disk and JSONL records that reference them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from rewardlab.audio import write_audio
+from rewardlab.schema import Judgment
+
+
+def speechlike(seconds: float, rate: int = 16_000, seed: int = 0) -> np.ndarray:
+    """A voiced-sounding clip: a 150 Hz tone with harmonics under a syllable-rate envelope."""
+    t = np.arange(round(rate * seconds)) / rate
+    tone = sum(np.sin(2 * np.pi * 150 * h * t) / h for h in (1, 2, 3))
+    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t + seed)
+    return (0.3 * tone * envelope / 1.9).astype(np.float32)
+
+
+def write_clips(folder: Path, names: dict[str, float]) -> None:
+    """Write one clip per relative name (suffix picks the format) with the given seconds."""
+    for seed, (name, seconds) in enumerate(names.items()):
+        write_audio(folder / name, speechlike(seconds, seed=seed), 16_000)
+
+
+def dialogue(dialogue_id: str, clips: list[str]) -> dict:
+    """user(audio) / assistant(text) / ... ending on a user turn; one user turn per clip."""
+    turns = []
+    for i, clip in enumerate(clips):
+        if i:
+            turns.append({"role": "assistant", "text": f"Reply {i}."})
+        turns.append({"role": "user", "text": f"User turn {i}.", "audio": {"path": clip}})
+    return {"id": dialogue_id, "turns": turns, "metadata": {"source": "test"}}
+
+
+def task(task_id: str, dialogue_id: str, turn_index: int, **extra) -> dict:
+    return {
+        "id": task_id,
+        "dialogue_id": dialogue_id,
+        "turn_index": turn_index,
+        "policy": {"text": "A warm, specific reply.", "source": "ckpt-1"},
+        "reference": {"text": "A flat reply.", "source": "reference"},
+        **extra,
+    }
+
+
+def write_jsonl(path: Path, records: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
+    return path
+
+
+def judgment(
+    judgment_id: str, task_id: str, annotator_id: str, level: int = 1, **extra
+) -> Judgment:
+    return Judgment(
+        id=judgment_id, task_id=task_id, annotator_id=annotator_id, level=level, **extra
+    )

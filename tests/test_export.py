@@ -1,0 +1,108 @@
+"""Exports round-trip: Parquet, JSONL and an HF dataset with Audio(decode=False) columns."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import soundfile as sf
+from builders import judgment
+
+from rewardlab.data import aggregate_by_task
+from rewardlab.store import Store
+from rewardlab.store.export import (
+    export_hf,
+    export_jsonl,
+    export_parquet,
+    judgments_frame,
+    read_judgments,
+    to_hf_dataset,
+)
+
+
+@pytest.fixture
+def judged(filled: Store) -> Store:
+    rubric = filled.rubric("inference_memory")
+    binary = next(c.id for c in rubric.criteria if c.scale == "binary")
+    filled.submit_judgments(
+        [
+            judgment(
+                "j1",
+                "t1",
+                "ann-1",
+                level=2,
+                rationale="Response 1 remembers.",
+                listened={"a.wav": 1.0, "sub/b.flac": 0.5},
+                time_spent_s=31.5,
+            ),
+            judgment("j2", "t1", "ann-2", level=-1, shown_order="reference_first"),
+            judgment("j3", "t2", "ann-1", level=0, rubric_scores={"policy": {binary: 1}}),
+            judgment("j4", "t3", "ann-2", level=2),
+        ]
+    )
+    return filled
+
+
+@pytest.mark.parametrize(
+    ("exporter", "name"), [(export_parquet, "j.parquet"), (export_jsonl, "j.jsonl")]
+)
+def test_exports_round_trip_to_the_stored_judgments(judged: Store, tmp_path: Path, exporter, name):
+    path = exporter(judged, tmp_path / "out" / name)
+    assert read_judgments(path) == judged.judgments()
+    assert [p.name for p in path.parent.iterdir()] == [name]  # no temporary files left
+
+
+def test_export_rows_carry_the_task_and_history(judged: Store, tmp_path: Path):
+    frame = pl.read_parquet(export_parquet(judged, tmp_path / "j.parquet"))
+    row = frame.filter(pl.col("judgment_id") == "j3").row(0, named=True)
+    assert row["rubric_id"] == "inference_memory"
+    assert row["history_audio"] == ["a.wav", "sub/b.flac"]
+    assert row["policy_audio"] == "cand.wav" and row["reference_audio"] is None
+    assert row["k"] == 3 and row["turn_index"] == 2 and row["dialogue_id"] == "d1"
+    gold = frame.filter(pl.col("judgment_id") == "j4").row(0, named=True)
+    assert gold["gold"] is True and gold["gold_level"] == 2
+    assert frame.schema["created_at"] == pl.Datetime("us", "UTC")
+
+
+def test_hf_dataset_has_undecoded_audio_that_soundfile_reads(judged: Store, tmp_path: Path):
+    from datasets import Audio, List, load_from_disk
+
+    stored, _ = sf.read(judged.media_root / "sub/b.flac")
+    in_memory = to_hf_dataset(judged)
+    assert in_memory.features["policy_audio"] == Audio(decode=False)
+    assert in_memory.features["history_audio"] == List(Audio(decode=False))
+    row = in_memory[in_memory["judgment_id"].index("j3")]
+    assert row["reference_audio"] is None
+    assert row["history_audio"][1]["path"] == str(judged.media_root.resolve() / "sub/b.flac")
+    assert np.array_equal(sf.read(row["history_audio"][1]["path"])[0], stored)
+
+    saved = load_from_disk(str(export_hf(judged, tmp_path / "hf")))  # clips embedded
+    assert saved.num_rows == 4 and saved.features == in_memory.features
+    history = saved[saved["judgment_id"].index("j3")]["history_audio"]
+    assert [clip["path"] for clip in history] == ["a.wav", "b.flac"]
+    samples, rate = sf.read(io.BytesIO(history[1]["bytes"]))
+    assert rate == 16_000 and np.array_equal(samples, stored)
+
+
+def test_aggregate_by_task_by_hand():
+    """Task A, levels (2, 2, -1): n=3, mean=1, std=sqrt(((1)^2+(1)^2+(-2)^2)/3)=sqrt(2),
+    majority 2 with 2 of 3 votes; soft target over -2..2 = (0, 1/3, 0, 0, 2/3).
+    Task B, levels (1, -1): a tie for the majority, broken towards zero: -1 (|-1| = |1|, and
+    -1 comes first); agreement 1/2; soft target (0, 1/2, 0, 1/2, 0)."""
+    frame = pl.DataFrame({"task_id": ["A", "A", "A", "B", "B"], "level": [2, 2, -1, 1, -1]})
+    out = aggregate_by_task(frame, k=2).to_dicts()
+    a, b = out
+    assert a["n"] == 3 and a["level_mean"] == pytest.approx(1.0)
+    assert a["level_std"] == pytest.approx(2**0.5)
+    assert a["majority_level"] == 2 and a["agreement"] == pytest.approx(2 / 3)
+    assert a["soft_target"] == pytest.approx([0, 1 / 3, 0, 0, 2 / 3])
+    assert b["majority_level"] == -1 and b["agreement"] == pytest.approx(0.5)
+    assert b["soft_target"] == pytest.approx([0, 0.5, 0, 0.5, 0])
+
+
+def test_judgments_frame_is_empty_but_typed_without_judgments(filled: Store):
+    frame = judgments_frame(filled)
+    assert frame.height == 0 and "policy_text" in frame.columns
