@@ -23,7 +23,7 @@ STAMP := $(VENV)/.rewardlab-installed
 
 demo: setup
 	$(VENV)/bin/rewardlab demo-data --out $(DEMO_DIR) --n $(DEMO_N) --force
-	$(VENV)/bin/rewardlab stats $(DEMO_DIR)
+	$(VENV)/bin/rewardlab stats $(DEMO_DIR) --plot $(DEMO_DIR)/annotation_overview.png
 	$(VENV)/bin/rewardlab export $(DEMO_DIR) --format parquet --out $(DEMO_DIR)/exports/judgments.parquet
 	$(VENV)/bin/rewardlab export $(DEMO_DIR) --format hf --out $(DEMO_DIR)/exports/judgments_hf
 

@@ -31,13 +31,14 @@ def dialogues_and_tasks(first: int, stop: int) -> tuple[list[Dialogue], list[Tas
     dialogues, tasks = [], []
     for number in range(first // TASKS_PER_DIALOGUE, -(-stop // TASKS_PER_DIALOGUE)):
         dialogue_id = f"d{number:07d}"
+        place = f"restaurant {number}"  # distinct text per dialogue, as in a real export
         dialogues.append(
             Dialogue(
                 id=dialogue_id,
                 turns=[
-                    Turn(role="user", text=f"Can you book a table for {number % 7 + 2} tonight?"),
-                    Turn(role="assistant", text="Sure, which restaurant and what time?"),
-                    Turn(role="user", text="Actually make that tomorrow at eight, please."),
+                    Turn(role="user", text=f"Book a table for {number % 7 + 2} at {place}."),
+                    Turn(role="assistant", text=f"Sure, {place} tonight: what time?"),
+                    Turn(role="user", text=f"Actually make that tomorrow at {number % 4 + 6}."),
                 ],
                 metadata={"source": "synthetic"},
             )
@@ -51,11 +52,11 @@ def dialogues_and_tasks(first: int, stop: int) -> tuple[list[Dialogue], list[Tas
                         dialogue_id=dialogue_id,
                         turn_index=turn_index,
                         policy=Candidate(
-                            text="Done: a table for tomorrow at eight. Anything else?",
+                            text=f"Done: {place}, tomorrow, {task_number % 9 + 2} people.",
                             source=f"ckpt-{number % 4}",
                         ),
                         reference=Candidate(
-                            text="Okay, I booked it for tonight.", source="reference"
+                            text=f"Okay, {place} is booked for tonight.", source="reference"
                         ),
                     )
                 )

@@ -79,3 +79,38 @@ def project_stats(judgments: pl.DataFrame, k: int) -> dict[str, object]:
             else None
         ),
     }
+
+
+def per_annotator(judgments: pl.DataFrame, k: int) -> pl.DataFrame:
+    """One row per annotator: volume, ties, position bias, agreement with the others, gold.
+
+    ``first_shown_wins`` is the share of their non-tie verdicts that favour the response shown
+    first (0.5 = no position bias). ``mean_abs_gap`` is the mean |level - mean level the other
+    annotators gave the same task| (leave-one-out, so an annotator is not compared to themself).
+    """
+    totals = judgments.group_by("task_id").agg(
+        pl.col("level").sum().alias("task_sum"), pl.len().alias("task_n")
+    )
+    others = (pl.col("task_sum") - pl.col("level")) / (pl.col("task_n") - 1)
+    first_won = (pl.col("level") > 0) == (pl.col("shown_order") == "policy_first")
+    decided = pl.col("level") != 0
+    return (
+        judgments.join(totals, on="task_id")
+        .group_by("annotator_id")
+        .agg(
+            pl.len().alias("judgments"),
+            (~decided).mean().alias("tie_share"),
+            (first_won & decided).sum().truediv(decided.sum()).alias("first_shown_wins"),
+            (pl.col("level") - others)
+            .abs()
+            .filter(pl.col("task_n") > 1)
+            .mean()
+            .alias("mean_abs_gap"),
+            (pl.col("level") == pl.col("gold_level"))
+            .filter(pl.col("gold"))
+            .mean()
+            .alias("gold_accuracy"),
+            pl.col("time_spent_s").median().alias("median_time_s"),
+        )
+        .sort("annotator_id")
+    )

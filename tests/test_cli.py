@@ -40,6 +40,7 @@ def test_init_import_export_stats(tmp_path: Path, source: Path):
     stats = rewardlab("stats", project, "--json")
     assert json.loads(stats.stdout) | {"project": None} == {
         "project": None,
+        "per_annotator": [],
         "k": 2,
         "dialogues": 2,
         "tasks": 3,
@@ -69,8 +70,11 @@ def test_demo_data_then_stats(tmp_path: Path):
     built = rewardlab("demo-data", "--out", out, "--n", "12", "--seed", "3")
     assert built.returncode == 0, built.stderr
     assert "12 dialogues, 12 tasks, 36 judgments" in built.stdout
-    stats = json.loads(rewardlab("stats", out, "--json").stdout)
+    plot = tmp_path / "overview.png"
+    stats = json.loads(rewardlab("stats", out, "--json", "--plot", plot).stdout.split("\nplot:")[0])
     assert stats["judgments"] == 36 and stats["annotators"] == 8
     assert 0 <= stats["first_shown_wins"] <= 1
+    assert sum(row["judgments"] for row in stats["per_annotator"]) == 36
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 20_000
     refused = rewardlab("demo-data", "--out", out, "--n", "12")
     assert refused.returncode == 1 and "--force" in refused.stderr

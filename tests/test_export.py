@@ -106,3 +106,48 @@ def test_aggregate_by_task_by_hand():
 def test_judgments_frame_is_empty_but_typed_without_judgments(filled: Store):
     frame = judgments_frame(filled)
     assert frame.height == 0 and "policy_text" in frame.columns
+
+
+def test_per_annotator_by_hand():
+    """Task A: x +2 (policy shown first), y 0, z -1 (policy first). Task B (gold -2): x -2
+    (reference first), y +1 (policy first).
+    x: no ties; first shown wins in A (+2, policy first) and B (-2, reference first): 1.0;
+       gap A |2 - mean(0, -1)| = 2.5, B |-2 - 1| = 3 -> 2.75; gold 1/1.
+    y: ties 1/2; first-shown wins 1/1 (B); gap A |0 - mean(2, -1)| = 0.5, B |1 - -2| = 3
+       -> 1.75; gold 0/1.
+    z: -1 with the policy shown first: the second-shown won, 0.0; gap |-1 - mean(2, 0)| = 2."""
+    from rewardlab.data import per_annotator
+
+    frame = pl.DataFrame(
+        {
+            "task_id": ["A", "A", "A", "B", "B"],
+            "annotator_id": ["x", "y", "z", "x", "y"],
+            "level": [2, 0, -1, -2, 1],
+            "shown_order": [
+                "policy_first",
+                "reference_first",
+                "policy_first",
+                "reference_first",
+                "policy_first",
+            ],
+            "gold": [False, False, False, True, True],
+            "gold_level": [None, None, None, -2, -2],
+            "time_spent_s": [10.0, 20.0, 30.0, 40.0, 50.0],
+        }
+    )
+    rows = {r["annotator_id"]: r for r in per_annotator(frame, k=2).to_dicts()}
+    assert rows["x"] | {"annotator_id": None} == pytest.approx(
+        {
+            "annotator_id": None,
+            "judgments": 2,
+            "tie_share": 0.0,
+            "first_shown_wins": 1.0,
+            "mean_abs_gap": 2.75,
+            "gold_accuracy": 1.0,
+            "median_time_s": 25.0,
+        }
+    )
+    assert (rows["y"]["tie_share"], rows["y"]["first_shown_wins"]) == (0.5, 1.0)
+    assert rows["y"]["mean_abs_gap"] == pytest.approx(1.75) and rows["y"]["gold_accuracy"] == 0.0
+    assert rows["z"]["first_shown_wins"] == 0.0 and rows["z"]["mean_abs_gap"] == pytest.approx(2.0)
+    assert rows["z"]["gold_accuracy"] is None

@@ -1,0 +1,1 @@
+"""Agreement, calibration and bias metrics, and the plots and reports built on them."""
