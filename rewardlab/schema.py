@@ -284,13 +284,17 @@ def parse_record(model: type[M], data: Any, source: str, *, k: int = DEFAULT_K) 
 class ProjectSettings(_Model):
     """Per-project settings, stored in the project's SQLite file."""
 
-    name: str = Field(default="rewardlab project", min_length=1)
+    name: str = Field(default="rewardlab project", min_length=1, description="display name")
     k: int = Field(default=DEFAULT_K, ge=1, le=MAX_K, description="levels run -k..k")
     annotators_per_task: int = Field(default=3, ge=1, description="overlap: judgments per task")
     gold_share: float = Field(default=0.0, ge=0, le=1, description="share of gold items served")
-    show_transcripts: bool = True
-    show_reasoning: bool = False
-    require_full_listen: bool = False
+    show_transcripts: bool = Field(default=True, description="False: annotators judge by ear")
+    show_reasoning: bool = Field(default=False, description="show candidates' reasoning traces")
+    require_full_listen: bool = Field(
+        default=False, description="candidate clips must be played to the end before submit"
+    )
     max_clip_s: float = Field(default=120.0, gt=0, description="longest clip the importer takes")
-    reject_silent_audio: bool = True
+    reject_silent_audio: bool = Field(
+        default=True, description="the importer refuses clips with no sound above the floor"
+    )
     guidelines: str = Field(default="", description="markdown shown to annotators")

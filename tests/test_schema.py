@@ -146,3 +146,8 @@ def test_project_settings_bounds():
         ProjectSettings(k=0)
     with pytest.raises(ValidationError, match="gold_share"):
         ProjectSettings(gold_share=1.5)
+
+
+def test_every_project_setting_is_documented():
+    undocumented = [n for n, f in ProjectSettings.model_fields.items() if not f.description]
+    assert undocumented == []
