@@ -12,7 +12,7 @@ tasks (two per dialogue), 5 judgments per task from a pool of annotators, submit
   (c) pandas: the same aggregation written the way a pandas user would, on
       `pd.read_parquet(path)`; the script checks that it gives the same numbers per task.
 
-(b) and (c) take the best of --repeats runs and print the pandas/polars ratio.
+(b) and (c) run alternately --repeats times; the best times and pandas/polars are printed.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--judgments", type=int, default=1_000_000)
     parser.add_argument("--per-task", type=int, default=5, help="judgments per task")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of (b) and (c); best kept")
+    parser.add_argument("--repeats", type=int, default=5, help="runs of (b) and (c); best kept")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if not 1 <= args.per_task <= ANNOTATORS:
@@ -131,17 +131,13 @@ def check_same(by_polars: pl.DataFrame, by_pandas: pd.DataFrame) -> None:
         raise RuntimeError(f"pandas and polars aggregations disagree: {'; '.join(problems)}")
 
 
-def best_of(repeats: int, read: Callable, aggregate: Callable) -> tuple[float, float, object]:
-    """Best read and aggregate seconds over `repeats` runs, and the last result."""
-    reads, aggregates = [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        frame = read()
-        t1 = time.perf_counter()
-        result = aggregate(frame)
-        reads.append(t1 - t0)
-        aggregates.append(time.perf_counter() - t1)
-    return min(reads), min(aggregates), result
+def timed(read: Callable, aggregate: Callable) -> tuple[float, float, object]:
+    """Seconds to read, seconds to aggregate, and the aggregate."""
+    t0 = time.perf_counter()
+    frame = read()
+    t1 = time.perf_counter()
+    result = aggregate(frame)
+    return t1 - t0, time.perf_counter() - t1, result
 
 
 def main() -> None:
@@ -162,18 +158,14 @@ def main() -> None:
             k = store.k
         parquet_mb = path.stat().st_size / 2**20
 
-        print(f"(b) polars, (c) pandas: best of {args.repeats} ...", flush=True)
-        polars_times = best_of(
-            args.repeats,
-            lambda: pl.read_parquet(path),
-            lambda frame: aggregate_by_task(frame, k),
-        )
-        pandas_times = best_of(
-            args.repeats,
-            lambda: pd.read_parquet(path),
-            lambda frame: aggregate_by_task_pandas(frame, k),
-        )
-        check_same(polars_times[2], pandas_times[2])
+        polars_way = (lambda: pl.read_parquet(path), lambda frame: aggregate_by_task(frame, k))
+        pandas_way = (lambda: pd.read_parquet(path), lambda f: aggregate_by_task_pandas(f, k))
+        by_polars, by_pandas = [], []
+        # alternate the two so that drift on a shared machine hits both alike
+        for _ in tqdm(range(args.repeats), desc="(b) polars, (c) pandas", unit="repeat"):
+            by_polars.append(timed(*polars_way))
+            by_pandas.append(timed(*pandas_way))
+        check_same(by_polars[-1][2], by_pandas[-1][2])
 
     fill_s = setup_s["submit_judgments"]
     print(f"\n{n_judgments:,} judgments, {n_tasks:,} tasks, {args.per_task} judgments per task\n")
@@ -194,9 +186,9 @@ def main() -> None:
     print(header)
     print("  " + "-" * (len(header) - 2))
     rows = [
-        ("read_parquet", polars_times[0], pandas_times[0]),
-        ("aggregate", polars_times[1], pandas_times[1]),
-        ("read + aggregate", sum(polars_times[:2]), sum(pandas_times[:2])),
+        ("read_parquet", *(min(run[0] for run in runs) for runs in (by_polars, by_pandas))),
+        ("aggregate", *(min(run[1] for run in runs) for runs in (by_polars, by_pandas))),
+        ("read + aggregate", *(min(r[0] + r[1] for r in runs) for runs in (by_polars, by_pandas))),
     ]
     for step, polars_s, pandas_s in rows:
         print(f"  {step:<22}{polars_s:>10.3f}{pandas_s:>10.3f}{pandas_s / polars_s:>14.1f}x")

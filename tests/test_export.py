@@ -79,7 +79,9 @@ def test_hf_dataset_has_undecoded_audio_that_soundfile_reads(judged: Store, tmp_
     assert row["history_audio"][1]["path"] == str(judged.media_root.resolve() / "sub/b.flac")
     assert np.array_equal(sf.read(row["history_audio"][1]["path"])[0], stored)
 
-    saved = load_from_disk(str(export_hf(judged, tmp_path / "hf")))  # clips embedded
+    export_hf(judged, tmp_path / "hf")
+    saved = load_from_disk(str(export_hf(judged, tmp_path / "hf")))  # replaced; clips embedded
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "project", "source"]  # no staging
     assert saved.num_rows == 4 and saved.features == in_memory.features
     history = saved[saved["judgment_id"].index("j3")]["history_audio"]
     assert [clip["path"] for clip in history] == ["a.wav", "b.flac"]

@@ -151,3 +151,23 @@ def test_reads_return_validated_models(filled: Store):
         filled.add_annotator("ann-1")
     with pytest.raises(StoreError, match="role"):
         filled.add_annotator("x", role="boss")
+
+
+def test_concurrent_openers_migrate_once(tmp_path: Path):
+    """Two processes opening a version-0 file at once: one migrates, the other finds it done."""
+    import subprocess
+    import sys
+
+    from rewardlab.store.migrations import migrate, schema_version
+
+    db = tmp_path / "old.sqlite"
+    sqlite3.connect(db).close()
+    code = (
+        "import sys; from rewardlab.store.store import connect; "
+        "from rewardlab.store.migrations import migrate; migrate(connect(sys.argv[1]))"
+    )
+    runs = [subprocess.Popen([sys.executable, "-c", code, str(db)]) for _ in range(4)]
+    assert [run.wait(timeout=60) for run in runs] == [0, 0, 0, 0]
+    connection = sqlite3.connect(db, isolation_level=None)
+    assert schema_version(connection) == SCHEMA_VERSION
+    assert migrate(connection) == SCHEMA_VERSION  # nothing left to do

@@ -134,8 +134,8 @@ def _write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
     try:
         staged = temporary / path.name
         write(staged)
-        if path.is_dir():
-            shutil.rmtree(path)
+        if path.is_dir():  # a folder cannot be replaced in one step: move the old one aside
+            os.replace(path, temporary / "previous")
         os.replace(staged, path)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)

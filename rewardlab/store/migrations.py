@@ -94,10 +94,12 @@ def migrate(connection: sqlite3.Connection) -> int:
         # transaction so the DDL and the version bump land together or not at all.
         connection.execute("BEGIN IMMEDIATE")
         try:
-            for statement in MIGRATIONS[version - 1].split(";"):
-                if statement.strip():
-                    connection.execute(statement)
-            connection.execute(f"PRAGMA user_version = {version}")
+            # another process may have migrated while we waited for the write lock
+            if schema_version(connection) < version:
+                for statement in MIGRATIONS[version - 1].split(";"):
+                    if statement.strip():
+                        connection.execute(statement)
+                connection.execute(f"PRAGMA user_version = {version}")
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
