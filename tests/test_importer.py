@@ -96,6 +96,7 @@ def bad_source(source: Path) -> Path:
             task("bad-gold", "d1", 0, gold=True),
             task("bad-gold-range", "d1", 0, gold=True, gold_level=4),
             task("t1", "d1", 0),
+            task("bad-link", "bad-role", 0),
         ],
     )
     return source
@@ -123,6 +124,7 @@ EXPECTED_ERRORS = [  # (record label contains, field, message contains)
     ("'bad-gold'", "<record>", "gold_level is required"),
     ("'bad-gold-range'", "<record>", "outside -3..3"),
     ("tasks.jsonl line 7 ('t1')", "id", "duplicate task id"),
+    ("'bad-link'", "dialogue_id", "dialogue 'bad-role' is itself invalid"),
 ]
 
 

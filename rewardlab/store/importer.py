@@ -158,20 +158,19 @@ def import_jsonl(
     """Validate everything, then import all of it or nothing (see the module docstring)."""
     if dialogues is None and tasks is None:
         raise ValueError("give a dialogues file, a tasks file, or both")
-    source = dialogues or tasks
-    assert source is not None
     report = ImportReport(dry_run=dry_run)
     # A rubric already in the store wins over the library's copy: stored judgments were made
     # under it, and changing it under them would change what their scores mean.
     library = load_library(rubric_dir) | {rubric.id: rubric for rubric in store.rubrics()}
-    importer = _Importer(store, Path(media_dir or source.parent), library, report)
+    media = Path(media_dir or (dialogues or tasks).parent)
+    importer = _Importer(store, media, library, report)
 
     lines = {"dialogue": read_jsonl(dialogues) if dialogues else []}
     lines["task"] = read_jsonl(tasks) if tasks else []
     total = len(lines["dialogue"]) + len(lines["task"])
     bar = tqdm(total=total, desc="validating", unit="record", disable=not progress)
     seen: dict[str, set[str]] = {"dialogue": set(), "task": set()}
-    turns_of: dict[str, int] = {}
+    turns_of: dict[str, int | None] = {}  # dialogue id -> turns; None: the record is bad
     for kind, model in (("dialogue", Dialogue), ("task", Task)):
         for label, data in lines[kind]:
             bar.update()
@@ -185,6 +184,8 @@ def import_jsonl(
             report.errors += audio_errors
             report.errors += [e for e in model_errors if e.field.rsplit(".", 1)[0] not in failed]
             if record is None or audio_errors:
+                if kind == "dialogue" and isinstance(data.get("id"), str):
+                    turns_of.setdefault(data["id"], None)
                 continue
             if record.id in seen[kind]:
                 report.errors.append(RecordError(label, "id", f"duplicate {kind} id in the file"))
@@ -201,11 +202,9 @@ def import_jsonl(
     needed = sorted({t.rubric_id for t in report.tasks if t.rubric_id is not None})
     report.rubrics = [importer.library[rubric_id] for rubric_id in needed]
     report.audio_files = len(importer.copies)
-    if report.errors:
-        if dry_run:
-            return report
+    if report.errors and not dry_run:
         raise ImportRejected(report)
-    if dry_run:
+    if report.errors or dry_run:
         return report
     for relative, source_file in tqdm(
         sorted(importer.copies.items()), desc="copying audio", unit="file", disable=not progress
@@ -232,13 +231,16 @@ def _fill_record_audio(importer: _Importer, kind: str, data: dict, label: str) -
 
 
 def _check_task_links(
-    importer: _Importer, task: Task, label: str, turns_of: dict[str, int]
+    importer: _Importer, task: Task, label: str, turns_of: dict[str, int | None]
 ) -> bool:
     """The task's dialogue, turn and rubric must exist (in this import or in the store)."""
     errors = importer.report.errors
     n_errors = len(errors)
     n_turns = turns_of.get(task.dialogue_id)
-    if n_turns is None:
+    if task.dialogue_id in turns_of and n_turns is None:
+        message = f"dialogue {task.dialogue_id!r} is itself invalid (see its errors)"
+        errors.append(RecordError(label, "dialogue_id", message))
+    elif n_turns is None:
         try:
             n_turns = len(importer.store.dialogue(task.dialogue_id).turns)
         except KeyError:

@@ -388,17 +388,17 @@ class Store:
         rows = self._rows(sql + " ORDER BY rowid", tuple(params))
         return [Judgment.model_validate_json(body, context={"k": self.k}) for (body,) in rows]
 
-    def judgment_rows(self) -> Iterator[tuple[str, str]]:
-        """(body, received_at) of every judgment in submit order, streamed for exports.
+    def snapshot(self, sql: str, batch: int = 50_000) -> Iterator[list[tuple]]:
+        """Rows of a read-only query in batches, for exports of any size.
 
         Reads through its own read-only connection: WAL gives it a consistent snapshot while
         writers go on, and the store's lock is not held across the caller's loop.
         """
         reader = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
         try:
-            cursor = reader.execute("SELECT body, received_at FROM judgments ORDER BY rowid")
-            while batch := cursor.fetchmany(10_000):
-                yield from batch
+            cursor = reader.execute(sql)
+            while rows := cursor.fetchmany(batch):
+                yield rows
         finally:
             reader.close()
 
