@@ -54,7 +54,12 @@ def scene_records(scene: Scene, k: int, gold: bool) -> tuple[dict, dict]:
     for i, speech in enumerate(speeches):
         turns.append({"role": "user", "text": speech.text, "audio": {"path": speech.media_path}})
         if i < len(speeches) - 1:
-            turns.append({"role": "assistant", "text": ACKNOWLEDGEMENTS[(scene.index + i) % 4]})
+            turns.append(
+                {
+                    "role": "assistant",
+                    "text": ACKNOWLEDGEMENTS[(scene.index + i) % len(ACKNOWLEDGEMENTS)],
+                }
+            )
     dialogue_id, task_id = f"demo-d{scene.index:05d}", f"demo-t{scene.index:05d}"
     level = true_level(scene, k)
     truth = {

@@ -163,7 +163,7 @@ def _reply(rng: random.Random, scene_mood: str, moods: list[str]) -> Reply:
     return Reply(tone, rng.choice(["right", "generic", "wrong"]), rng.random() < 0.5)
 
 
-def _vary(rng: random.Random, reply: Reply, axis: str, scene: Scene) -> Reply:
+def _vary(rng: random.Random, reply: Reply, axis: str) -> Reply:
     """A second reply that differs from `reply` on `axis` (and on others by chance)."""
     moods = list(MOODS)
     tone, memory, retention = reply.tone, reply.memory, reply.retention
@@ -235,7 +235,7 @@ def make_scenes(
         policy = _reply(rng, base["mood"], moods)
         scene = Scene(**base, policy=policy, reference=policy, rubric_id=None, axis=axis)
         # about one pair in eight is identical on every axis: a true tie
-        scene.reference = policy if rng.random() < 0.12 else _vary(rng, policy, axis, scene)
+        scene.reference = policy if rng.random() < 0.12 else _vary(rng, policy, axis)
         if rng.random() < 0.5:
             scene.policy, scene.reference = scene.reference, scene.policy
         if rng.random() < rubric_share:
