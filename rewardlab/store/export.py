@@ -53,6 +53,22 @@ JUDGMENT_SCHEMA = {
     "created_at": pl.String,  # ISO 8601, parsed below
     "received_at": pl.String,
 }
+# Bodies were validated on the way in: pulling fields out in SQL keeps 1M rows out of Python
+# objects (nested values come back as compact JSON text). Columns follow JUDGMENT_SCHEMA.
+_OWN_COLUMNS = ("id", "task_id", "annotator_id", "level")  # the table has these as columns
+JUDGMENT_SQL = "SELECT {} FROM judgments ORDER BY rowid".format(
+    ", ".join(
+        [
+            *_OWN_COLUMNS,
+            *(
+                f"json_extract(body, '$.{key}')"
+                for key in JUDGMENT_FIELDS
+                if key not in _OWN_COLUMNS
+            ),
+            "received_at",
+        ]
+    )
+)
 _CANDIDATE_SCHEMA = {
     "text": pl.String,
     "reasoning": pl.String,
@@ -79,28 +95,16 @@ TASK_SCHEMA = {
 
 def judgments_frame(store: Store) -> pl.DataFrame:
     """All judgments joined with their tasks and dialogue histories."""
-    # Bodies were validated on the way in; pulling fields out in SQL keeps 1M rows out of
-    # Python objects (nested values come back as compact JSON text).
-    fields = ", ".join(
-        f"json_extract(body, '$.{key}')" for key in JUDGMENT_FIELDS if key not in _COLUMNS
+    empty = pl.DataFrame(schema=JUDGMENT_SCHEMA)
+    batches = (
+        pl.DataFrame(rows, schema=list(JUDGMENT_SCHEMA), orient="row").cast(JUDGMENT_SCHEMA)
+        for rows in store.snapshot(JUDGMENT_SQL)
     )
-    sql = f"SELECT {', '.join(_COLUMNS)}, {fields}, received_at FROM judgments ORDER BY rowid"
-    names = [*(JUDGMENT_FIELDS[c] for c in _COLUMNS), *_BODY_FIELDS, "received_at"]
-    batches = [
-        pl.DataFrame(rows, schema=dict.fromkeys(names), orient="row")
-        for rows in store.snapshot(sql)
-    ]
-    empty = pl.DataFrame(schema={name: JUDGMENT_SCHEMA[name] for name in names})
-    judgments = pl.concat([empty, *(b.cast(empty.schema) for b in batches)])
-    judgments = judgments.select(list(JUDGMENT_SCHEMA)).with_columns(
+    judgments = pl.concat([empty, *batches]).with_columns(
         pl.col("created_at", "received_at").str.to_datetime(time_zone="UTC", time_unit="us"),
         pl.lit(store.k, dtype=pl.Int8).alias("k"),
     )
     return judgments.join(tasks_frame(store), on="task_id", how="left")
-
-
-_COLUMNS = ("id", "task_id", "annotator_id", "level")  # judgment fields with their own column
-_BODY_FIELDS = [JUDGMENT_FIELDS[key] for key in JUDGMENT_FIELDS if key not in _COLUMNS]
 
 
 def tasks_frame(store: Store) -> pl.DataFrame:
