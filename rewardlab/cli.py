@@ -5,6 +5,9 @@
     rewardlab export PROJECT --format parquet --out F     judgments with their tasks
     rewardlab stats PROJECT                               volume, agreement, bias, gold
     rewardlab demo-data --out DIR --n 240                 the demo world, judged
+    rewardlab tiny-grm --project P --out DIR              a random-init tiny GRM backbone
+    rewardlab train-grm --config training/grm_demo.yaml   train + evaluate a GRM
+    rewardlab judge MODEL --project P --out scores.jsonl  score tasks with a trained GRM
 
 This module is the composition root: the only rewardlab module that may import
 `annotation_ui` (later verbs such as `serve` do, lazily).
@@ -115,6 +118,77 @@ def cmd_demo_data(args: argparse.Namespace) -> None:
         )
 
 
+def cmd_tiny_grm(args: argparse.Namespace) -> None:
+    from rewardlab.grm.examples import examples_from_frame, load_judgments
+    from rewardlab.grm.judge_format import JudgeFormat
+    from rewardlab.grm.tiny import TinySize, build_tiny_backbone, corpus_texts
+
+    frame, rubrics, _ = load_judgments(args.project)
+    k = int(frame["k"][0])
+    examples = examples_from_frame(frame, rubrics, k)
+    size = TinySize(hidden_size=args.hidden, layers=args.layers)
+    out = build_tiny_backbone(
+        args.out,
+        corpus_texts(examples, JudgeFormat(k=k), rubrics.values()),
+        audio=not args.text_only,
+        size=size,
+        seed=args.seed,
+    )
+    JudgeFormat(k=k).save(out)
+    print(f"tiny {'text' if args.text_only else 'audio'} GRM backbone at {out}")
+
+
+def cmd_train_grm(args: argparse.Namespace) -> None:
+    from rewardlab.grm.recipe import parse_config, train_grm
+
+    report = train_grm(parse_config(args.config, args.overrides))
+    for name, value in report.items():
+        print(f"{name:<34} {value:.3f}")
+
+
+def cmd_judge(args: argparse.Namespace) -> None:
+    from rewardlab.grm.encoding import JudgeItem
+    from rewardlab.grm.model import GenerativeRewardModel
+    from rewardlab.store import Store
+
+    with Store(Path(args.project)) as store:
+        tasks = store.tasks()
+        if args.tasks:
+            from rewardlab.schema import Task, parse_record
+
+            lines = Path(args.tasks).read_text().splitlines()
+            tasks = [
+                parse_record(Task, json.loads(line), f"{args.tasks} line {i}", k=store.k)
+                for i, line in enumerate(lines, start=1)
+                if line.strip()
+            ]
+        rubrics = {r.id: r for r in store.rubrics()}
+        items = []
+        for task in tasks:
+            if task.rubric_id is not None and task.rubric_id not in rubrics:
+                raise ValueError(f"task {task.id!r}: rubric_id: unknown rubric {task.rubric_id!r}")
+            items.append(
+                JudgeItem(task, store.dialogue(task.dialogue_id), rubrics.get(task.rubric_id))
+            )
+        grm = GenerativeRewardModel.load(args.model, media_root=store.media_root)
+    dist = grm.judge(items, mode=args.mode, batch_size=args.batch_size, progress=True)
+    expected = dist.expected_level()
+    with Path(args.out).open("w") as out:
+        for i, task_id in enumerate(dist.task_ids):
+            row = {
+                "task_id": task_id,
+                "expected_level": round(float(expected[i].mean()), 4),
+                **{
+                    f"probs_{order}": [round(float(p), 5) for p in dist.probs[i, j]]
+                    for j, order in enumerate(dist.orders)
+                },
+            }
+            if dist.critiques is not None:
+                row["critiques"] = dist.critiques[i]
+            out.write(json.dumps(row) + "\n")
+    print(f"judged {len(items)} tasks ({args.mode}) -> {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rewardlab", description=__doc__.split("\n\n")[0])
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -163,11 +237,41 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--annotators-per-task", type=int, default=3)
     demo.add_argument("--force", action="store_true", help="replace an existing demo project")
     demo.set_defaults(run=cmd_demo_data)
+
+    tiny = verbs.add_parser("tiny-grm", help="a random-init tiny GRM backbone for a project")
+    tiny.add_argument("--project", required=True, type=Path, help="its texts train the tokenizer")
+    tiny.add_argument("--out", required=True, type=Path)
+    tiny.add_argument("--text-only", action="store_true", help="a text LM reading transcripts")
+    tiny.add_argument("--hidden", type=int, default=96, help="hidden size (default 96)")
+    tiny.add_argument("--layers", type=int, default=3, help="decoder layers (default 3)")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(run=cmd_tiny_grm)
+
+    train = verbs.add_parser(
+        "train-grm",
+        help="train and evaluate a GRM",
+        epilog="any GRMConfig field as a flag overrides the YAML, e.g. --max_steps 50",
+    )
+    train.add_argument("--config", required=True, type=Path, help="a training/*.yaml recipe")
+    train.set_defaults(run=cmd_train_grm)
+
+    judge = verbs.add_parser("judge", help="score a project's tasks with a trained GRM")
+    judge.add_argument("model", type=Path, help="a saved GRM (e.g. runs/grm/final)")
+    judge.add_argument("--project", required=True, type=Path, help="dialogues, rubrics, media")
+    judge.add_argument("--tasks", type=Path, help="tasks.jsonl to score (default: all tasks)")
+    judge.add_argument("--out", required=True, type=Path, help="scores, one JSON line per task")
+    judge.add_argument("--mode", choices=["direct", "reasoning"], default="direct")
+    judge.add_argument("--batch-size", type=int, default=16)
+    judge.set_defaults(run=cmd_judge)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.verb != "train-grm":  # only train-grm passes flags on (to GRMConfig)
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = extra
     try:
         return args.run(args) or 0
     except (RecordError, AudioError, FileExistsError, FileNotFoundError, ValueError) as error:

@@ -51,13 +51,15 @@ def scene_records(scene: Scene, k: int, gold: bool) -> tuple[dict, dict]:
     """The JSONL records (dialogue, task) of one scene; audio refs give only their path."""
     turns = []
     speeches = scene.user_turns()
+    # audio-only twins must share every word, the assistant's acknowledgements included
+    base = scene.index if scene.twin is None else min(scene.index, scene.twin)
     for i, speech in enumerate(speeches):
         turns.append({"role": "user", "text": speech.text, "audio": {"path": speech.media_path}})
         if i < len(speeches) - 1:
             turns.append(
                 {
                     "role": "assistant",
-                    "text": ACKNOWLEDGEMENTS[(scene.index + i) % len(ACKNOWLEDGEMENTS)],
+                    "text": ACKNOWLEDGEMENTS[(base + i) % len(ACKNOWLEDGEMENTS)],
                 }
             )
     dialogue_id, task_id = f"demo-d{scene.index:05d}", f"demo-t{scene.index:05d}"

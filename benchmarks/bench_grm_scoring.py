@@ -1,0 +1,124 @@
+"""Direct GRM scoring vs generate-then-parse vs a sequence-classification RM (the cost floor).
+
+    .venv/bin/python benchmarks/bench_grm_scoring.py [--tasks 64] [--critique-tokens 64]
+
+One demo world, one tiny Qwen2-Audio GRM, the same tasks in both presentation orders:
+
+- direct: `GenerativeRewardModel.judge` (shared history, one pass, verdict read at the slot)
+- generate-then-parse: generate a critique of N tokens, then a regex for "Verdict: X" in the
+  text, as prometheus-eval and SpeechJudge score (greedy; unparsable verdicts counted)
+- seq-cls floor: the same backbone run once over each full prompt with a linear score head
+  on the last token, as a sequence-classification reward model of the same size would
+
+Prints judgments/s for each and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from rewardlab.demo import DemoConfig, build_demo_project
+from rewardlab.grm.encoding import audio_batch, collate_full
+from rewardlab.grm.examples import examples_from_frame, load_judgments
+from rewardlab.grm.judge_format import ORDERS, JudgeFormat
+from rewardlab.grm.model import GenerativeRewardModel
+from rewardlab.grm.tiny import TinySize, build_tiny_backbone, corpus_texts
+
+
+def timed(fn) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def generate_then_parse(grm: GenerativeRewardModel, items, tokens: int, batch: int) -> int:
+    """Greedy critique of exactly `tokens` tokens per (task, order), then a regex; failures."""
+    pattern = re.compile(rf"{re.escape(grm.format.verdict_marker)}\s*([A-Z])")
+    failures = 0
+    prompts = [grm.encoder.encode(item, order) for item in items for order in ORDERS]
+    for start in range(0, len(prompts), batch):
+        chunk = prompts[start : start + batch]
+        # left-pad for generation
+        rows = [p.history_ids + p.pair_ids for p in chunk]
+        width = max(map(len, rows))
+        pad = grm.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        out = grm.model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            **audio_batch(chunk),
+            max_new_tokens=tokens,
+            min_new_tokens=tokens,
+            do_sample=False,
+            pad_token_id=pad,
+        )
+        for text in grm.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True):
+            failures += pattern.search(text) is None
+    return failures
+
+
+def seq_cls_floor(grm: GenerativeRewardModel, items, batch: int) -> torch.Tensor:
+    backbone = grm.model.model  # Qwen2AudioModel: audio tower + projector + decoder, no LM head
+    head = torch.nn.Linear(backbone.config.text_config.hidden_size, 1)
+    prompts = [grm.encoder.encode(item, order) for item in items for order in ORDERS]
+    scores = []
+    for start in range(0, len(prompts), batch):
+        inputs = collate_full(prompts[start : start + batch], grm.tokenizer.pad_token_id)
+        last = inputs.pop("verdict_index")
+        inputs.pop("labels")
+        hidden = backbone(**inputs).last_hidden_state  # (B, T, H)
+        scores.append(head(hidden[torch.arange(len(last)), last]).squeeze(-1))
+    return torch.cat(scores)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=64)
+    parser.add_argument("--critique-tokens", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=16)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        build_demo_project(root / "p", DemoConfig(n=args.tasks, seed=0), progress=False).close()
+        frame, rubrics, media = load_judgments(root / "p")
+        examples = examples_from_frame(frame, rubrics, 3)
+        texts = corpus_texts(examples, JudgeFormat(), rubrics.values())
+        backbone = build_tiny_backbone(
+            root / "tiny", texts, size=TinySize(hidden_size=96, layers=3)
+        )
+        grm = GenerativeRewardModel.load(backbone, media_root=media)
+        grm.model.eval()
+        items = [e.item for e in examples]
+        grm.judge(items[:2])  # warm-up; also fills the clip-feature cache for everyone below
+        grm.judge(items, batch_size=args.batch)
+        n = 2 * len(items)  # judgments: every task in both orders
+        with torch.no_grad():
+            direct_s, _ = timed(lambda: grm.judge(items, batch_size=args.batch))
+            floor_s, _ = timed(lambda: seq_cls_floor(grm, items, args.batch))
+            parse_s, failures = timed(
+                lambda: generate_then_parse(grm, items, args.critique_tokens, args.batch)
+            )
+    print(
+        f"{n} judgments ({len(items)} tasks x 2 orders), batch {args.batch}, CPU threads "
+        f"{torch.get_num_threads()}"
+    )
+    print(f"direct (shared history, 1 pass):      {n / direct_s:8.1f} judgments/s")
+    print(
+        f"generate {args.critique_tokens} tokens then parse:      {n / parse_s:8.1f} judgments/s"
+        f"  ({failures}/{n} verdicts unparsable)"
+    )
+    print(f"seq-cls RM floor (1 full pass):       {n / floor_s:8.1f} judgments/s")
+    print(f"direct vs generate-then-parse: {parse_s / direct_s:.1f}x faster (target >= 10x)")
+    print(f"direct vs seq-cls floor:       {floor_s / direct_s:.2f}x the floor's throughput")
+
+
+if __name__ == "__main__":
+    main()

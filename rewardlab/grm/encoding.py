@@ -1,0 +1,214 @@
+"""Judge items -> token ids and audio features -> padded batches.
+
+An encoded prompt is two id lists, the *history* (system + dialogue, with each audio
+placeholder already expanded to its clip's number of audio tokens) and the *pair* block
+(rubric, both responses, the scale, the assistant turn up to the verdict slot), plus the
+log-mel features of the history's clips. Training concatenates the two; the scorer runs the
+history once and reuses its cache for both orders.
+
+Over-long dialogues are truncated from the start, whole turns at a time, and the prompt says
+how many turns were left out; a task whose last turn and reply alone exceed `max_tokens` is
+refused with a `JudgeInputError`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from transformers import ProcessorMixin
+
+from rewardlab.audio import TARGET_SAMPLE_RATE, AudioError, load_ref
+from rewardlab.grm.judge_format import JudgeFormat, JudgeInputError, Order
+from rewardlab.schema import Dialogue, Rubric, Task
+
+AudioMode = Literal["audio", "silence"]
+SILENCE_S = 1.0  # "audio removed": every clip becomes this much silence, whatever its length
+AUDIO_TOKEN = "<|AUDIO|>"
+
+
+@dataclass(frozen=True)
+class JudgeItem:
+    """Everything needed to render one task: the task, its dialogue and rubric (if any)."""
+
+    task: Task
+    dialogue: Dialogue
+    rubric: Rubric | None = None
+
+
+@dataclass
+class EncodedPrompt:
+    history_ids: list[int]
+    pair_ids: list[int]  # ends at the verdict slot: the verdict token comes next
+    features: list[np.ndarray]  # per clip (mel_bins, frames), float16
+    feature_lengths: list[int]  # valid frames per clip
+    critique_span: tuple[int, int] | None = None  # [start, end) of critique tokens in pair_ids
+
+    def __len__(self) -> int:
+        return len(self.history_ids) + len(self.pair_ids)
+
+
+def audio_token_count(frames: int) -> int:
+    """Audio tokens a clip of `frames` feature frames becomes (conv stride 2, then pool 2)."""
+    return (((frames - 1) // 2 + 1) - 2) // 2 + 1
+
+
+class PromptEncoder:
+    """Renders and tokenizes judge items for one backbone; caches clip features by hash."""
+
+    def __init__(
+        self,
+        template: Any,  # the processor (audio backbone) or tokenizer (text backbone)
+        fmt: JudgeFormat,
+        *,
+        media_root: Path | None = None,
+        max_tokens: int = 2048,
+        cache_clips: int = 8192,
+    ):
+        self.template, self.format, self.max_tokens = template, fmt, max_tokens
+        self.is_audio = isinstance(template, ProcessorMixin)
+        self.tokenizer = template.tokenizer if self.is_audio else template
+        self.media_root = Path(media_root) if media_root else None
+        self._cache: OrderedDict[tuple[str, str], tuple[np.ndarray, int]] = OrderedDict()
+        self._cache_size = cache_clips
+        self.audio_token_id = self.tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)
+        self.marker_ids = self._ids(fmt.verdict_marker)
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    # -- audio -----------------------------------------------------------------------------
+
+    def clip_features(self, task_id: str, ref: Any, mode: AudioMode) -> tuple[np.ndarray, int]:
+        key = (mode, ref.sha256 if mode == "audio" else "silence")
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        if mode == "silence":
+            samples = np.zeros(int(SILENCE_S * TARGET_SAMPLE_RATE), dtype=np.float32)
+        else:
+            if self.media_root is None:
+                raise JudgeInputError(task_id, "audio", "the GRM has no media root to load from")
+            try:
+                samples = load_ref(self.media_root, ref).samples
+            except (AudioError, FileNotFoundError) as error:
+                raise JudgeInputError(task_id, f"audio {ref.path!r}", str(error)) from error
+        extractor = self.template.feature_extractor
+        out = extractor(
+            samples,
+            sampling_rate=extractor.sampling_rate,
+            return_attention_mask=True,
+            padding="max_length",
+            return_tensors="np",
+        )
+        value = (out["input_features"][0].astype(np.float16), int(out["attention_mask"][0].sum()))
+        self._cache[key] = value
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return value
+
+    # -- text ------------------------------------------------------------------------------
+
+    def encode(
+        self,
+        item: JudgeItem,
+        order: Order,
+        *,
+        audio: AudioMode = "audio",
+        critique: str | None = None,
+    ) -> EncodedPrompt:
+        task, dialogue = item.task, item.dialogue
+        last = task.turn_index
+        for first in range(last + 1):  # drop the oldest turns until it fits
+            encoded = self._encode_from(item, order, first, audio, critique)
+            if len(encoded) <= self.max_tokens:
+                return encoded
+        raise JudgeInputError(
+            task.id,
+            "dialogue",
+            f"{len(encoded)} tokens with only the last turn of {dialogue.id!r} kept;"
+            f" the GRM takes at most max_tokens={self.max_tokens}",
+        )
+
+    def _encode_from(
+        self, item: JudgeItem, order: Order, first: int, audio: AudioMode, critique: str | None
+    ) -> EncodedPrompt:
+        task, dialogue = item.task, item.dialogue
+        if first:
+            dialogue = dialogue.model_copy(update={"turns": dialogue.turns[first:]})
+            task = task.model_copy(update={"turn_index": task.turn_index - first})
+        history, pair, _ = self.format.render(
+            self.template, dialogue, task, item.rubric, order, audio=self.is_audio
+        )
+        if first:
+            history = history.replace(
+                "Dialogue:\n", f"Dialogue: ({first} earlier turns left out)\n", 1
+            )
+        history_ids = self._ids(history)
+        features, lengths = [], []
+        if self.is_audio:
+            refs = [turn.audio for turn in dialogue.turns[: task.turn_index + 1] if turn.audio]
+            expanded: list[int] = []
+            clips = iter(refs)
+            for token in history_ids:
+                if token != self.audio_token_id:
+                    expanded.append(token)
+                    continue
+                feature, frames = self.clip_features(task.id, next(clips), audio)
+                features.append(feature)
+                lengths.append(frames)
+                expanded.extend([token] * audio_token_count(frames))
+            history_ids = expanded
+        pair_ids = self._ids(pair)
+        span = None
+        if critique is not None:
+            critique_ids = self._ids(critique.strip() + "\n")
+            span = (len(pair_ids), len(pair_ids) + len(critique_ids))
+            pair_ids += critique_ids
+        return EncodedPrompt(history_ids, pair_ids + self.marker_ids, features, lengths, span)
+
+
+def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+def audio_batch(prompts: list[EncodedPrompt]) -> dict[str, torch.Tensor]:
+    """Stacked clip features of all prompts, in order: (n_clips, mel, frames) and masks."""
+    features = [f for p in prompts for f in p.features]
+    if not features:
+        return {}
+    lengths = [n for p in prompts for n in p.feature_lengths]
+    frames = features[0].shape[-1]
+    mask = torch.arange(frames)[None, :] < torch.tensor(lengths)[:, None]  # (N, F)
+    return {
+        "input_features": torch.from_numpy(np.stack(features)).float(),
+        "feature_attention_mask": mask.long(),
+    }
+
+
+def collate_full(prompts: list[EncodedPrompt], pad_id: int) -> dict[str, torch.Tensor]:
+    """History + pair as one right-padded sequence; `verdict_index` = the last real token.
+
+    ``labels`` (-100 outside critiques) carry the LM loss on critique tokens.
+    """
+    rows = [p.history_ids + p.pair_ids for p in prompts]
+    input_ids = _pad(rows, pad_id)  # (B, T)
+    lengths = torch.tensor([len(r) for r in rows])
+    attention_mask = (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()
+    labels = torch.full_like(input_ids, -100)
+    for row, prompt in enumerate(prompts):
+        if prompt.critique_span is not None:
+            start, end = (len(prompt.history_ids) + i for i in prompt.critique_span)
+            labels[row, start:end] = input_ids[row, start:end]
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "verdict_index": lengths - 1,
+        "labels": labels,
+        **audio_batch(prompts),
+    }

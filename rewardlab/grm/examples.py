@@ -1,0 +1,140 @@
+"""Training examples for the GRM: one per task, from the store or an exported judgments file.
+
+Each example carries the *soft target*: the share of annotators at each level -K..K (so a
+task judged +2, +2, +1 teaches 2/3 on +2 and 1/3 on +1, not just the majority), and one
+annotator rationale as the critique, re-labelled so that "Response 1" is the policy. Swapping
+(the other presentation order, target reversed) happens at batch time, see `GRMCollator`.
+
+Splits keep *leakage groups* together: tasks whose transcripts and candidates are identical
+(e.g. the same words spoken in two moods) land on the same side, so held-out accuracy on
+audio-only pairs cannot come from memorised text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from rewardlab.data import aggregate_by_task
+from rewardlab.grm.encoding import JudgeItem
+from rewardlab.grm.judge_format import JudgeInputError, swap_response_labels
+from rewardlab.rubrics import LIBRARY_DIR, load_library
+from rewardlab.schema import Candidate, Dialogue, Rubric, Task, Turn
+
+
+@dataclass(frozen=True)
+class GRMExample:
+    item: JudgeItem
+    target: np.ndarray  # (2K+1,) soft target over -K..K, policy vs reference; sums to 1
+    critique: str | None  # labelled policy-first: "Response 1" is the policy
+    group: str  # leakage group: identical text, whatever the audio
+
+    @property
+    def task_id(self) -> str:
+        return self.item.task.id
+
+
+def load_judgments(source: Path) -> tuple[pl.DataFrame, dict[str, Rubric], Path]:
+    """(judgments frame, rubrics, media root) from a project directory or a Parquet export.
+
+    A Parquet export is expected next to the project it came from (its media root is the
+    ``media/`` folder beside it, or pass the project directory instead).
+    """
+    from rewardlab.store import DB_NAME, Store
+    from rewardlab.store.export import judgments_frame
+
+    source = Path(source)
+    if (source / DB_NAME).exists():
+        with Store(source) as store:
+            return judgments_frame(store), {r.id: r for r in store.rubrics()}, store.media_root
+    if source.suffix == ".parquet":
+        return pl.read_parquet(source), load_library(LIBRARY_DIR), source.parent / "media"
+    raise FileNotFoundError(f"{source} is neither a rewardlab project nor a .parquet export")
+
+
+def examples_from_frame(
+    judgments: pl.DataFrame, rubrics: dict[str, Rubric], k: int
+) -> list[GRMExample]:
+    """One example per judged task (rows: `rewardlab.store.export.judgments_frame`)."""
+    targets = aggregate_by_task(judgments, k).select("task_id", "soft_target", "majority_level")
+    tasks = judgments.unique("task_id", keep="first").join(targets, on="task_id").sort("task_id")
+    critiques = _critiques(judgments, targets)
+    examples = []
+    for row in tasks.iter_rows(named=True):
+        item = _item(row, rubrics)
+        text = "\n".join(
+            [t.text or "" for t in item.dialogue.turns]
+            + [item.task.policy.text]
+            + [item.task.reference.text]
+        )
+        examples.append(
+            GRMExample(
+                item=item,
+                target=np.asarray(row["soft_target"], dtype=np.float32),
+                critique=critiques.get(row["task_id"]),
+                group=hashlib.sha256(text.encode()).hexdigest()[:16],
+            )
+        )
+    return examples
+
+
+def _critiques(judgments: pl.DataFrame, targets: pl.DataFrame) -> dict[str, str]:
+    """Per task, the rationale of an annotator who chose the majority level, policy-first."""
+    rows = (
+        judgments.join(targets, on="task_id")
+        .filter((pl.col("level") == pl.col("majority_level")) & (pl.col("rationale") != ""))
+        .sort("task_id", "annotator_id")
+        .unique("task_id", keep="first")
+    )
+    return {
+        r["task_id"]: r["rationale"]
+        if r["shown_order"] == "policy_first"
+        else swap_response_labels(r["rationale"])
+        for r in rows.iter_rows(named=True)
+    }
+
+
+def _item(row: dict, rubrics: dict[str, Rubric]) -> JudgeItem:
+    turns = [Turn.model_validate(t) for t in json.loads(row["history"])]
+
+    def candidate(side: str) -> Candidate:
+        return Candidate(
+            text=row[f"{side}_text"],
+            reasoning=row[f"{side}_reasoning"],
+            source=row[f"{side}_source"],
+        )
+
+    task = Task(
+        id=row["task_id"],
+        dialogue_id=row["dialogue_id"],
+        turn_index=row["turn_index"],
+        policy=candidate("policy"),
+        reference=candidate("reference"),
+        rubric_id=row["rubric_id"],
+        metadata=json.loads(row["task_metadata"]),
+    )
+    rubric = None
+    if task.rubric_id is not None:
+        if task.rubric_id not in rubrics:
+            raise JudgeInputError(task.id, "rubric_id", f"unknown rubric {task.rubric_id!r}")
+        rubric = rubrics[task.rubric_id]
+    # the exported history is turns[0..turn_index]: all the dialogue the task can see
+    dialogue = Dialogue(id=row["dialogue_id"], turns=turns)
+    return JudgeItem(task, dialogue, rubric)
+
+
+def split_examples(
+    examples: list[GRMExample], eval_share: float, seed: int
+) -> tuple[list[GRMExample], list[GRMExample]]:
+    """(train, eval), whole leakage groups on one side; the same seed gives the same split."""
+    groups = sorted({e.group for e in examples})
+    random.Random(seed).shuffle(groups)
+    held_out = set(groups[: round(len(groups) * eval_share)])
+    train = [e for e in examples if e.group not in held_out]
+    return train, [e for e in examples if e.group in held_out]

@@ -1,0 +1,72 @@
+"""`GRMConfig`: every setting of a GRM training run, one dataclass (extends TrainingArguments).
+
+    rewardlab train-grm --config training/grm_demo.yaml [--learning_rate 1e-3 ...]
+
+YAML recipes hold overrides only; each run folder gets the resolved config
+(``grm_config.yaml``) beside its checkpoints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+
+@dataclass
+class GRMConfig(TrainingArguments):
+    # -- what to train, on what --------------------------------------------------------------
+    model_path: str = field(
+        default="", metadata={"help": "local backbone directory (or a saved GRM to fine-tune)"}
+    )
+    data: str = field(
+        default="", metadata={"help": "a rewardlab project directory or a Parquet export"}
+    )
+    eval_share: float = field(
+        default=0.2, metadata={"help": "share of leakage groups held out for evaluation"}
+    )
+    split_seed: int = field(default=0, metadata={"help": "seed of the train/eval split"})
+    max_tokens: int = field(
+        default=2048, metadata={"help": "longest prompt; older turns are dropped to fit"}
+    )
+    # -- the backbone ------------------------------------------------------------------------
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank; 0 trains every weight"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator"})
+    lora_target: str = field(
+        default=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)",
+        metadata={"help": "regex of modules LoRA adapts (keep the audio tower out)"},
+    )
+    freeze_audio_tower: bool = field(
+        default=True, metadata={"help": "keep the audio encoder's weights fixed"}
+    )
+    # -- the objective -----------------------------------------------------------------------
+    critique_weight: float = field(
+        default=0.1, metadata={"help": "weight of the LM loss on critiques (rationales)"}
+    )
+    critique_share: float = field(
+        default=0.3, metadata={"help": "share of examples with a rationale trained with it"}
+    )
+    fixed_order_share: float = field(
+        default=0.5,
+        metadata={
+            "help": "at step 0, share of examples shown policy-first whatever their order; "
+            "a random-init model needs this to start learning audio cues"
+        },
+    )
+    fixed_order_anneal: float = field(
+        default=0.5, metadata={"help": "fraction of training over which that share falls to 0"}
+    )
+    # -- TrainingArguments defaults that suit this trainer -----------------------------------
+    remove_unused_columns: bool = False  # the collator builds the model inputs itself
+    logging_steps: float = 10
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("eval_share", "critique_share", "fixed_order_share", "fixed_order_anneal"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if self.lora_r < 0:
+            raise ValueError(f"lora_r must be >= 0 (0 = full fine-tuning), got {self.lora_r}")
+        if self.critique_weight < 0:
+            raise ValueError(f"critique_weight must be >= 0, got {self.critique_weight}")

@@ -1,0 +1,180 @@
+"""`GRMTrainer`: a `transformers.Trainer` whose loss is on the verdict distribution.
+
+Per example, with ``q`` the soft target over the 2K+1 levels *as shown* and ``z`` the logits of
+the verdict tokens at the verdict slot::
+
+    verdict_loss  = -sum_i q_i * log_softmax(z)_i            (cross-entropy to a soft target)
+    critique_loss = mean token NLL of the critique (rationale), where the example has one
+    loss          = verdict_loss + critique_weight * critique_loss
+
+Every example appears in both presentation orders (`SwappedPairs`): shown reference-first,
+its target is reversed (level negated) and its critique re-labelled. Early in training a
+share of examples is shown policy-first whatever their order (`OrderCurriculum`): which slot
+holds the better reply and what the audio says form an XOR that a random-init model does not
+start on; learning the cue in one order first, then both, does.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from torch.utils.data import Dataset
+from transformers import Trainer, TrainerCallback
+
+from rewardlab.grm.encoding import PromptEncoder, collate_full
+from rewardlab.grm.examples import GRMExample
+from rewardlab.grm.grm_config import GRMConfig
+from rewardlab.grm.judge_format import ORDERS, JudgeFormat, swap_response_labels
+from rewardlab.grm.model import verdict_logits
+
+
+class SwappedPairs(Dataset):
+    """Each example twice: index 2i is policy-first, 2i+1 reference-first."""
+
+    def __init__(self, examples: list[GRMExample]):
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return 2 * len(self.examples)
+
+    def __getitem__(self, index: int) -> tuple[GRMExample, str]:
+        return self.examples[index // 2], ORDERS[index % 2]
+
+
+def shown_target(target: np.ndarray, order: str) -> np.ndarray:
+    """The target over *shown* levels: reference-first negates the level (reverses -K..K)."""
+    return target if order == "policy_first" else target[::-1].copy()
+
+
+class GRMCollator:
+    """(example, order) rows -> a padded batch with ``target`` (B, 2K+1) and critique labels.
+
+    Its random choices are seeded by (seed, step, task, order), not drawn from a running
+    generator, so a resumed run draws exactly what the uninterrupted run would have.
+    """
+
+    def __init__(
+        self, encoder: PromptEncoder, critique_share: float, seed: int, curriculum: tuple = (0, 0)
+    ):
+        self.encoder, self.critique_share, self.seed = encoder, critique_share, seed
+        self.fixed_start, self.fixed_anneal = curriculum
+        self.state = None  # the Trainer's state, handed over by OrderCurriculum
+
+    @property
+    def fixed_order_share(self) -> float:
+        """Linearly from `fixed_start` at step 0 to 0 after `fixed_anneal` of training."""
+        if self.state is None or not self.fixed_start:
+            return 0.0
+        horizon = max(1.0, self.fixed_anneal * self.state.max_steps)
+        return self.fixed_start * max(0.0, 1 - self.state.global_step / horizon)
+
+    def __call__(self, rows: list[tuple[GRMExample, str]]) -> dict[str, torch.Tensor]:
+        step = self.state.global_step if self.state is not None else 0
+        share = self.fixed_order_share
+        prompts, targets = [], []
+        for example, order in rows:
+            rng = random.Random(f"{self.seed}:{step}:{example.task_id}:{order}")
+            if rng.random() < share:
+                order = "policy_first"
+            critique = example.critique if rng.random() < self.critique_share else None
+            if critique is not None and order == "reference_first":
+                critique = swap_response_labels(critique)
+            prompts.append(self.encoder.encode(example.item, order, critique=critique))
+            targets.append(shown_target(example.target, order))
+        batch = collate_full(prompts, self.encoder.tokenizer.pad_token_id)
+        batch["target"] = torch.from_numpy(np.stack(targets)).float()
+        return batch
+
+
+class OrderCurriculum(TrainerCallback):
+    """Hands the collator the Trainer's live state (step, max steps) when training starts."""
+
+    def __init__(self, collator: GRMCollator):
+        self.collator = collator
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.collator.state = state
+
+
+class SaveJudgeFiles(TrainerCallback):
+    """Every checkpoint also holds the judge format and the resolved config."""
+
+    def __init__(self, fmt: JudgeFormat):
+        self.format = fmt
+
+    def on_save(self, args, state, control, **kwargs):
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if checkpoint.is_dir():
+            self.format.save(checkpoint)
+            save_config(args, checkpoint)
+
+
+def save_config(args: GRMConfig, directory: Path) -> None:
+    resolved = {k: v for k, v in args.to_dict().items() if not k.startswith("_")}
+    (Path(directory) / "grm_config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=True))
+
+
+class GRMTrainer(Trainer):
+    def __init__(
+        self,
+        model,
+        args: GRMConfig,
+        encoder: PromptEncoder,
+        train_examples: list[GRMExample],
+        **kwargs,
+    ):
+        self.collator = GRMCollator(
+            encoder,
+            args.critique_share,
+            args.seed,
+            curriculum=(args.fixed_order_share, args.fixed_order_anneal),
+        )
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=SwappedPairs(train_examples),
+            data_collator=self.collator,
+            processing_class=encoder.template,
+            callbacks=[
+                OrderCurriculum(self.collator),
+                SaveJudgeFiles(encoder.format),
+            ],
+            **kwargs,
+        )
+        self.verdict_ids = torch.tensor(encoder.format.verdict_token_ids(encoder.tokenizer))
+        self._metrics: dict[str, list[float]] = defaultdict(list)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        target = inputs["target"]  # (B, L)
+        logits, lm_logits = verdict_logits(model, inputs, self.verdict_ids.to(target.device))
+        log_p = F.log_softmax(logits.float(), dim=-1)  # (B, L)
+        verdict_loss = -(target * log_p).sum(-1).mean()
+        loss = verdict_loss
+        labels = inputs["labels"]  # (B, T), -100 outside critiques
+        if self.args.critique_weight and (labels != -100).any():
+            critique_loss = F.cross_entropy(
+                lm_logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
+            )
+            loss = loss + self.args.critique_weight * critique_loss
+            self._metrics["critique_loss"].append(critique_loss.item())
+        levels = torch.arange(logits.shape[-1], device=logits.device) - logits.shape[-1] // 2
+        predicted, wanted = log_p.exp() @ levels.float(), target @ levels.float()
+        decided = wanted.abs() > 0.5
+        if decided.any():
+            agree = (predicted[decided].sign() == wanted[decided].sign()).float().mean()
+            self._metrics["judge/train_accuracy"].append(agree.item())
+        self._metrics["verdict_loss"].append(verdict_loss.item())
+        self._metrics["fixed_order_share"].append(self.collator.fixed_order_share)
+        return (loss, {"logits": logits}) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        for name, values in self._metrics.items():
+            logs[name] = round(float(np.mean(values)), 4)
+        self._metrics.clear()
+        super().log(logs, *args, **kwargs)

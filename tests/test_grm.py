@@ -1,0 +1,422 @@
+"""The GRM on a real (tiny) Qwen2-Audio built from a config, over the demo world's real audio."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from peft import LoraConfig
+from transformers import TrainerCallback
+
+from rewardlab.demo import DemoConfig, build_demo_project
+from rewardlab.grm.encoding import JudgeItem, PromptEncoder, collate_full
+from rewardlab.grm.examples import examples_from_frame, load_judgments, split_examples
+from rewardlab.grm.grm_config import GRMConfig
+from rewardlab.grm.grm_trainer import GRMCollator, GRMTrainer, SwappedPairs, shown_target
+from rewardlab.grm.judge_format import JudgeFormat, JudgeInputError, swap_response_labels
+from rewardlab.grm.model import GenerativeRewardModel
+from rewardlab.grm.tiny import TinySize, build_tiny_backbone, corpus_texts
+from rewardlab.schema import AudioRef
+
+SMALL = TinySize(
+    hidden_size=32,
+    layers=2,
+    heads=2,
+    kv_heads=1,
+    intermediate_size=64,
+    audio_d_model=32,
+    audio_layers=1,
+    audio_heads=2,
+    audio_ffn=64,
+    vocab_size=600,
+)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("grm")
+    build_demo_project(root / "project", DemoConfig(n=24, seed=3), progress=False).close()
+    frame, rubrics, media = load_judgments(root / "project")
+    examples = examples_from_frame(frame, rubrics, 3)
+    texts = corpus_texts(examples, JudgeFormat(), rubrics.values())
+    backbone = build_tiny_backbone(root / "tiny", texts, size=SMALL)
+    text_backbone = build_tiny_backbone(root / "tiny-text", texts, audio=False, size=SMALL)
+    return {
+        "root": root,
+        "frame": frame,
+        "rubrics": rubrics,
+        "media": media,
+        "examples": examples,
+        "backbone": backbone,
+        "text_backbone": text_backbone,
+    }
+
+
+def grm_of(world, **kwargs) -> GenerativeRewardModel:
+    return GenerativeRewardModel.load(world["backbone"], media_root=world["media"], **kwargs)
+
+
+def config(tmp_path: Path, **overrides) -> GRMConfig:
+    values = dict(
+        output_dir=str(tmp_path / "run"),
+        max_steps=6,
+        per_device_train_batch_size=4,
+        learning_rate=3e-3,
+        logging_steps=1,
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+        critique_share=0.5,
+        critique_weight=0.1,
+    )
+    return GRMConfig(**(values | overrides))
+
+
+# -- the judge format ---------------------------------------------------------------------------
+
+
+def test_verdict_tokens_are_single_tokens_and_checked_at_load(world):
+    grm = grm_of(world)
+    assert grm.verdict_ids.tolist() == [grm.tokenizer.convert_tokens_to_ids(t) for t in "ABCDEFG"]
+    with pytest.raises(ValueError, match="must be a single token"):
+        GenerativeRewardModel.load(
+            world["backbone"],
+            fmt=JudgeFormat(verdict_tokens=("A", "B", "C", "D", "E", "F", "favourite colour")),
+        )
+    with pytest.raises(ValueError, match="K=2 needs 5"):
+        JudgeFormat(k=2, verdict_tokens=("A", "B", "C"))
+
+
+def test_plain_and_rubric_prompts_differ_only_in_the_rubric_block(world):
+    grm = grm_of(world)
+    example = next(e for e in world["examples"] if e.item.rubric is not None)
+    item = example.item
+    plain = JudgeItem(item.task.model_copy(update={"rubric_id": None}), item.dialogue, None)
+    history_r, pair_r, clips = grm.format.render(
+        grm.template, item.dialogue, item.task, item.rubric, "policy_first", audio=True
+    )
+    history_p, pair_p, _ = grm.format.render(
+        grm.template, plain.dialogue, plain.task, None, "policy_first", audio=True
+    )
+    assert history_r == history_p
+    assert pair_r.startswith("Rubric: ") and pair_r.endswith(pair_p)
+    assert len(clips) == len(item.dialogue.audio_refs()) == history_r.count("<|AUDIO|>")
+    assert item.task.policy.text in pair_p and "Response 1: " + item.task.policy.text in pair_p
+
+
+def test_expanded_audio_tokens_match_what_the_processor_makes(world):
+    """Our cached-feature path gives the same ids and features as Qwen2AudioProcessor."""
+    from rewardlab.audio import load_ref
+
+    grm = grm_of(world)
+    item = world["examples"][0].item
+    encoded = grm.encoder.encode(item, "policy_first")
+    history, _, _ = grm.format.render(
+        grm.template, item.dialogue, item.task, item.rubric, "policy_first", audio=True
+    )
+    clips = [load_ref(world["media"], ref).samples for ref in item.dialogue.audio_refs()]
+    reference = grm.template(text=history, audio=clips, return_tensors="pt")
+    assert encoded.history_ids == reference["input_ids"][0].tolist()
+    features = np.stack(encoded.features).astype(np.float32)
+    assert np.abs(features - reference["input_features"].numpy()).max() < 1e-2  # float16 cache
+
+
+# -- examples, swap, soft targets ----------------------------------------------------------------
+
+
+def test_soft_targets_are_the_share_of_annotators_at_each_level(world):
+    frame = world["frame"]
+    for example in world["examples"][:10]:
+        levels = frame.filter(pl.col("task_id") == example.task_id)["level"].to_list()
+        expected = np.array([levels.count(level) / len(levels) for level in range(-3, 4)])
+        np.testing.assert_allclose(example.target, expected, atol=1e-6)
+        assert example.target.sum() == pytest.approx(1.0)
+
+
+def test_every_example_is_also_shown_swapped_with_its_level_negated(world):
+    grm = grm_of(world)
+    examples = world["examples"][:3]
+    pairs = SwappedPairs(examples)
+    assert len(pairs) == 6 and [pairs[i][1] for i in range(2)] == [
+        "policy_first",
+        "reference_first",
+    ]
+    example = next(e for e in world["examples"] if e.critique and "Response 1" in e.critique)
+    target = np.array([0.0, 0.1, 0.2, 0.3, 0.4, 0.0, 0.0], dtype=np.float32)
+    np.testing.assert_allclose(shown_target(target, "reference_first"), target[::-1])
+    collator = GRMCollator(grm.encoder, critique_share=1.0, seed=0)
+    batch = collator([(example, "policy_first"), (example, "reference_first")])
+    np.testing.assert_allclose(batch["target"][1].numpy(), example.target[::-1])
+    text = [
+        grm.tokenizer.decode(row[row != grm.tokenizer.pad_token_id]) for row in batch["input_ids"]
+    ]
+    policy, reference = example.item.task.policy.text, example.item.task.reference.text
+    assert f"Response 1: {policy}" in text[0] and f"Response 1: {reference}" in text[1]
+    # the critique follows the responses it talks about
+    critiques = [
+        grm.tokenizer.decode(row[labels != -100])
+        for row, labels in zip(batch["input_ids"], batch["labels"], strict=True)
+    ]
+    assert critiques[0].strip() == example.critique
+    assert critiques[1].strip() == swap_response_labels(example.critique)
+
+
+def test_split_keeps_leakage_groups_together_and_is_reproducible(world):
+    examples = world["examples"]
+    train, held_out = split_examples(examples, 0.3, seed=5)
+    assert {e.group for e in train}.isdisjoint({e.group for e in held_out})
+    assert len(train) + len(held_out) == len(examples) and held_out
+    twins = [e for e in examples if e.item.task.metadata["truth"]["audio_only"]]
+    assert len({e.group for e in twins}) == len(twins) // 2  # spoken twins share one group
+    again, _ = split_examples(examples, 0.3, seed=5)
+    assert [e.task_id for e in again] == [e.task_id for e in train]
+
+
+# -- scoring -----------------------------------------------------------------------------------
+
+
+def test_shared_history_scoring_equals_one_full_pass_per_order(world):
+    grm = grm_of(world)
+    items = [e.item for e in world["examples"][:5]]
+    dist = grm.judge(items, batch_size=3)
+    prompts = [grm.encoder.encode(item, order) for item in items for order in dist.orders]
+    grm.model.eval()
+    with torch.no_grad():
+        full = torch.softmax(grm._full_forward(prompts), -1).view(5, 2, -1).numpy()
+    full[:, 1] = full[:, 1, ::-1]  # canonical orientation
+    np.testing.assert_allclose(dist.probs, full, atol=1e-5)
+    np.testing.assert_allclose(dist.probs.sum(-1), 1.0, atol=1e-5)
+    assert dist.expected_level().shape == (5, 2)
+
+
+def test_reasoning_mode_generates_a_critique_then_reads_the_verdict(world):
+    grm = grm_of(world)
+    items = [e.item for e in world["examples"][:2]]
+    dist = grm.judge(items, mode="reasoning", max_new_tokens=8)
+    assert dist.probs.shape == (2, 2, 7) and len(dist.critiques) == 2
+    assert all(isinstance(c, str) and c for row in dist.critiques for c in row)
+    np.testing.assert_allclose(dist.probs.sum(-1), 1.0, atol=1e-5)
+
+
+def test_text_backbone_reads_transcripts(world):
+    grm = GenerativeRewardModel.load(world["text_backbone"])
+    assert not grm.encoder.is_audio
+    item = world["examples"][0].item
+    encoded = grm.encoder.encode(item, "policy_first")
+    assert not encoded.features
+    text = grm.tokenizer.decode(encoded.history_ids)
+    assert all(t.text in text for t in item.dialogue.turns)
+    assert grm.judge([item]).probs.shape == (1, 2, 7)
+
+
+# -- bad input --------------------------------------------------------------------------------
+
+
+def test_missing_audio_names_the_task_and_clip(world, tmp_path):
+    item = world["examples"][0].item
+    ref = item.dialogue.turns[0].audio
+    missing = AudioRef(path="tts/nowhere.flac", sha256=ref.sha256, sample_rate=16000, duration_s=1)
+    turns = [item.dialogue.turns[0].model_copy(update={"audio": missing}), *item.dialogue.turns[1:]]
+    broken = JudgeItem(item.task, item.dialogue.model_copy(update={"turns": turns}), item.rubric)
+    with pytest.raises(JudgeInputError, match=r"task 'demo-t\d+': audio 'tts/nowhere.flac'"):
+        grm_of(world).judge([broken])
+
+
+def test_unknown_rubric_and_empty_reply_are_refused(world):
+    grm = grm_of(world)
+    item = world["examples"][0].item
+    unknown = JudgeItem(item.task.model_copy(update={"rubric_id": "no_such_rubric"}), item.dialogue)
+    with pytest.raises(JudgeInputError, match="rubric_id: rubric 'no_such_rubric' not given"):
+        grm.judge([unknown])
+    blank = item.task.policy.model_copy(update={"text": "   "})
+    empty = JudgeItem(item.task.model_copy(update={"policy": blank}), item.dialogue, item.rubric)
+    with pytest.raises(JudgeInputError, match=r"policy\.text: the reply is empty"):
+        grm.judge([empty])
+    frame = world["frame"].with_columns(pl.lit("no_such_rubric").alias("rubric_id"))
+    with pytest.raises(JudgeInputError, match="unknown rubric 'no_such_rubric'"):
+        examples_from_frame(frame, world["rubrics"], 3)
+
+
+def test_over_long_dialogues_drop_their_oldest_turns_or_are_refused(world):
+    item = max((e.item for e in world["examples"]), key=lambda i: len(i.dialogue.turns))
+    fmt = JudgeFormat()
+    grm = grm_of(world)
+    full = grm.encoder.encode(item, "policy_first")
+    tight = PromptEncoder(grm.template, fmt, media_root=world["media"], max_tokens=len(full) - 1)
+    cut = tight.encode(item, "policy_first")
+    assert len(cut) < len(full) and len(cut.features) < len(full.features)
+    assert "earlier turns left out" in grm.tokenizer.decode(cut.history_ids)
+    hopeless = PromptEncoder(grm.template, fmt, media_root=world["media"], max_tokens=40)
+    with pytest.raises(JudgeInputError, match=r"dialogue: .* tokens with only the last turn"):
+        hopeless.encode(item, "policy_first")
+
+
+# -- training ---------------------------------------------------------------------------------
+
+
+def _params(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def test_training_lowers_the_loss_and_moves_exactly_the_trainable_weights(world, tmp_path):
+    grm = grm_of(world)
+    before = _params(grm.model)
+    # four tasks in both orders, one full batch per step: the loss must fall as it fits them
+    args = config(tmp_path, max_steps=25, per_device_train_batch_size=8, fixed_order_share=0)
+    trainer = GRMTrainer(grm.model, args, grm.encoder, world["examples"][:4])
+    trainer.train()
+    losses = [log["verdict_loss"] for log in trainer.state.log_history if "verdict_loss" in log]
+    assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3])
+    assert any("critique_loss" in log for log in trainer.state.log_history)
+    for name, param in grm.model.named_parameters():
+        moved = not torch.equal(param, before[name])
+        if "audio_tower" in name:
+            assert not param.requires_grad and not moved, name
+        else:
+            assert moved, f"{name} did not change"
+
+
+def test_lora_trains_only_the_language_model_adapters(world, tmp_path):
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=r".*language_model.*\.(q_proj|v_proj)")
+    grm = grm_of(world, lora=lora)
+    before = _params(grm.model)
+    GRMTrainer(grm.model, config(tmp_path), grm.encoder, world["examples"]).train()
+    trainable = [n for n, p in grm.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n and "language_model" in n for n in trainable)
+    for name, param in grm.model.named_parameters():
+        assert torch.equal(param, before[name]) != param.requires_grad or "lora_A" in name, name
+    out = grm.save(tmp_path / "saved")
+    assert (out / "adapter_config.json").exists() and not (out / "model.safetensors").exists()
+    reloaded = GenerativeRewardModel.load(out, media_root=world["media"])
+    items = [e.item for e in world["examples"][:4]]
+    np.testing.assert_allclose(reloaded.judge(items).probs, grm.judge(items).probs, atol=1e-6)
+
+
+def test_checkpoint_round_trip_gives_identical_scores(world, tmp_path):
+    grm = grm_of(world)
+    GRMTrainer(grm.model, config(tmp_path), grm.encoder, world["examples"]).train()
+    saved = grm.save(tmp_path / "final")
+    assert {"judge_format.json", "config.json", "processor_config.json"} <= {
+        p.name for p in saved.iterdir()
+    }
+    reloaded = GenerativeRewardModel.load(saved, media_root=world["media"])
+    items = [e.item for e in world["examples"][:6]]
+    np.testing.assert_array_equal(reloaded.judge(items).probs, grm.judge(items).probs)
+
+
+class StopAt(TrainerCallback):
+    """Ends training after `step`, as a crash right after a checkpoint would."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+
+
+def test_resume_continues_the_same_run(world, tmp_path):
+    def run(folder: Path, resume: str | None = None, stop: int | None = None):
+        # as train_grm does: weights from the checkpoint, optimizer and step from the Trainer
+        grm = GenerativeRewardModel.load(resume or world["backbone"], media_root=world["media"])
+        args = config(folder, max_steps=6, save_strategy="steps", save_steps=3)
+        trainer = GRMTrainer(grm.model, args, grm.encoder, world["examples"])
+        if stop:
+            trainer.add_callback(StopAt(stop))
+        trainer.train(resume_from_checkpoint=resume)
+        return grm
+
+    before = _params(grm_of(world).model)
+    straight = run(tmp_path / "a")
+    run(tmp_path / "b", stop=3)
+    checkpoint = tmp_path / "b" / "run" / "checkpoint-3"
+    assert (checkpoint / "judge_format.json").exists() and (checkpoint / "grm_config.yaml").exists()
+    resumed = run(tmp_path / "b", resume=str(checkpoint))
+    pairs = zip(straight.model.named_parameters(), resumed.model.named_parameters(), strict=True)
+    for (name, a), (_, b) in pairs:
+        assert not torch.equal(a, before[name]) or "audio_tower" in name, name
+        assert (a - b).abs().max() < 1e-5, name
+
+
+def test_config_rejects_bad_values(tmp_path):
+    with pytest.raises(ValueError, match="fixed_order_share must be in"):
+        config(tmp_path, fixed_order_share=1.5)
+    with pytest.raises(ValueError, match="lora_r must be >= 0"):
+        config(tmp_path, lora_r=-1)
+
+
+def test_batches_are_collated_with_the_verdict_slot_last(world):
+    grm = grm_of(world)
+    prompts = [grm.encoder.encode(e.item, "policy_first") for e in world["examples"][:3]]
+    batch = collate_full(prompts, grm.tokenizer.pad_token_id)
+    marker = grm.encoder.marker_ids
+    for row, index in enumerate(batch["verdict_index"].tolist()):
+        assert batch["input_ids"][row, index - len(marker) + 1 : index + 1].tolist() == marker
+        assert batch["attention_mask"][row, index + 1 :].sum() == 0
+    assert batch["input_features"].shape[0] == sum(len(p.features) for p in prompts)
+
+
+def test_cli_builds_trains_and_judges(world, tmp_path):
+    from rewardlab.cli import main
+
+    project = world["root"] / "project"
+    backbone = tmp_path / "backbone"
+    assert (
+        main(
+            [
+                "tiny-grm",
+                "--project",
+                str(project),
+                "--out",
+                str(backbone),
+                "--hidden",
+                "32",
+                "--layers",
+                "1",
+            ]
+        )
+        == 0
+    )
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"model_path: {backbone}\ndata: {project}\noutput_dir: {tmp_path / 'run'}\n"
+        "max_steps: 2\nper_device_train_batch_size: 2\nuse_cpu: true\nsave_strategy: 'no'\n"
+    )
+    assert main(["train-grm", "--config", str(recipe), "--learning_rate", "1e-3"]) == 0
+    report = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert {"judge/accuracy", "judge/qwk", "judge/consistency", "silence/judge/accuracy"} <= set(
+        report
+    )
+    scores = tmp_path / "scores.jsonl"
+    assert (
+        main(
+            [
+                "judge",
+                str(tmp_path / "run" / "final"),
+                "--project",
+                str(project),
+                "--out",
+                str(scores),
+            ]
+        )
+        == 0
+    )
+    rows = [json.loads(line) for line in scores.read_text().splitlines()]
+    assert len(rows) == 24 and all(-3 <= r["expected_level"] <= 3 for r in rows)
+    assert abs(sum(rows[0]["probs_policy_first"]) - 1) < 1e-3
+
+
+def test_training_recipes_load_and_validate():
+    from rewardlab.grm.recipe import parse_config
+
+    recipes = sorted(Path(__file__).parents[1].joinpath("training").glob("grm_*.yaml"))
+    assert recipes
+    for recipe in recipes:
+        # bf16 needs a GPU to validate; everything else is checked as written
+        parsed = parse_config(recipe, ["--output_dir", "/tmp/unused", "--bf16", "false"])
+        assert parsed.model_path and parsed.data, recipe
