@@ -11,7 +11,8 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 DEMO_DIR ?= demo_out
-DEMO_N ?= 240
+DEMO_N ?= 1000
+GRM_STEPS ?= 300
 SYSTEM_PACKAGES := espeak-ng
 # command that proves each system package is present, in the same order
 SYSTEM_COMMANDS := espeak-ng
@@ -26,6 +27,10 @@ demo: setup
 	$(VENV)/bin/rewardlab stats $(DEMO_DIR) --plot $(DEMO_DIR)/annotation_overview.png
 	$(VENV)/bin/rewardlab export $(DEMO_DIR) --format parquet --out $(DEMO_DIR)/exports/judgments.parquet
 	$(VENV)/bin/rewardlab export $(DEMO_DIR) --format hf --out $(DEMO_DIR)/exports/judgments_hf
+	$(VENV)/bin/rewardlab tiny-grm --project $(DEMO_DIR) --out $(DEMO_DIR)/tiny-grm-init
+	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab train-grm --config training/grm_demo.yaml \
+		--model_path $(DEMO_DIR)/tiny-grm-init --data $(DEMO_DIR) --output_dir $(DEMO_DIR)/grm \
+		--max_steps $(GRM_STEPS)
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest
@@ -41,6 +46,7 @@ format: setup
 bench: setup
 	$(PY) benchmarks/bench_submit.py
 	$(PY) benchmarks/bench_export.py
+	$(PY) benchmarks/bench_grm_scoring.py
 
 setup: system $(STAMP)
 
