@@ -142,12 +142,8 @@ class PromptEncoder:
             dialogue = dialogue.model_copy(update={"turns": dialogue.turns[first:]})
             task = task.model_copy(update={"turn_index": task.turn_index - first})
         history, pair, _ = self.format.render(
-            self.template, dialogue, task, item.rubric, order, audio=self.is_audio
+            self.template, dialogue, task, item.rubric, order, audio=self.is_audio, omitted=first
         )
-        if first:
-            history = history.replace(
-                "Dialogue:\n", f"Dialogue: ({first} earlier turns left out)\n", 1
-            )
         history_ids = self._ids(history)
         features, lengths = [], []
         if self.is_audio:

@@ -97,15 +97,20 @@ class JudgeFormat:
         pairs = ", ".join(f"{t} {n}" for t, n in zip(self.verdict_tokens, names, strict=True))
         return f"Scale (Response 1 vs Response 2): {pairs}."
 
-    def history_content(self, dialogue: Dialogue, task: Task, audio: bool) -> list[dict]:
-        """Chat content items for turns[0..turn_index]: text, and audio placeholders."""
+    def history_content(
+        self, dialogue: Dialogue, task: Task, audio: bool, omitted: int = 0
+    ) -> list[dict]:
+        """Chat content items for turns[0..turn_index]: text, and audio placeholders.
+
+        `omitted`: how many earlier turns were cut to fit (the prompt says so)."""
         if task.turn_index >= len(dialogue.turns):
             raise JudgeInputError(
                 task.id,
                 "turn_index",
                 f"{task.turn_index} but dialogue {dialogue.id!r} has {len(dialogue.turns)} turns",
             )
-        items: list[dict] = [{"type": "text", "text": "Dialogue:\n"}]
+        note = f" ({omitted} earlier turns left out)" if omitted else ""
+        items: list[dict] = [{"type": "text", "text": f"Dialogue:{note}\n"}]
         for number, turn in enumerate(dialogue.turns[: task.turn_index + 1], start=1):
             items.append({"type": "text", "text": f"[{number}] {turn.role}: "})
             if turn.audio is not None and audio:
@@ -139,13 +144,14 @@ class JudgeFormat:
         order: Order,
         *,
         audio: bool,
+        omitted: int = 0,
     ) -> list[dict]:
         """Chat messages with a split sentinel between the history block and the pair block.
 
         Audio backbones get content lists (their templates place the audio placeholders);
         text backbones get one string, where audio turns are shown by transcript.
         """
-        content = self.history_content(dialogue, task, audio)
+        content = self.history_content(dialogue, task, audio, omitted)
         content.append({"type": "text", "text": _SPLIT + self.pair_text(task, rubric, order)})
         if not audio:
             content = "".join(item["text"] for item in content)  # type: ignore[assignment]
@@ -160,12 +166,13 @@ class JudgeFormat:
         order: Order,
         *,
         audio: bool,
+        omitted: int = 0,
     ) -> tuple[str, str, list[str]]:
         """(history text, pair text ending at the verdict slot, audio paths in order).
 
         `template` is the processor (audio backbones) or tokenizer whose chat template is used.
         """
-        messages = self.messages(dialogue, task, rubric, order, audio=audio)
+        messages = self.messages(dialogue, task, rubric, order, audio=audio, omitted=omitted)
         text = template.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         history, pair = text.split(_SPLIT)
         paths = [

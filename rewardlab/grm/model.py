@@ -41,7 +41,6 @@ from rewardlab.grm.encoding import (
 from rewardlab.grm.judge_format import FORMAT_FILE, ORDERS, JudgeFormat, Order
 
 Mode = Literal["direct", "reasoning"]
-AUDIO_LORA_TARGET = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"  # not the audio tower
 
 
 @dataclass

@@ -13,6 +13,7 @@ on a CPU in minutes.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,10 +90,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Qwen2Tokenizer:
         show_progress=False,
     )
     bpe.train_from_iterator(texts, trainer=trainer)
-    state = bpe.model
     vocab = bpe.get_vocab()
-    merges = [tuple(m) for m in _merges(bpe)]
-    del state
+    merges = _merges(bpe)
     tokenizer = Qwen2Tokenizer(
         vocab=vocab,
         merges=merges,
@@ -107,8 +106,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Qwen2Tokenizer:
 
 
 def _merges(bpe: Tokenizer) -> list[tuple[str, str]]:
-    import json
-
+    """The trained merges as tuples: what `Qwen2Tokenizer(merges=...)` takes."""
     merges = json.loads(bpe.to_str())["model"]["merges"]
     return [tuple(m) if isinstance(m, list) else tuple(m.split(" ", 1)) for m in merges]
 
