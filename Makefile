@@ -12,7 +12,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 DEMO_DIR ?= demo_out
 DEMO_N ?= 1000
-GRM_STEPS ?= 300
+GRM_STEPS ?= 600
 SYSTEM_PACKAGES := espeak-ng
 # command that proves each system package is present, in the same order
 SYSTEM_COMMANDS := espeak-ng

@@ -1,12 +1,13 @@
 """Direct GRM scoring vs generate-then-parse vs a sequence-classification RM (the cost floor).
 
-    .venv/bin/python benchmarks/bench_grm_scoring.py [--tasks 64] [--critique-tokens 64]
+    .venv/bin/python benchmarks/bench_grm_scoring.py [--tasks 256] [--critique-tokens 256]
 
 One demo world, one tiny Qwen2-Audio GRM, the same tasks in both presentation orders:
 
 - direct: `GenerativeRewardModel.judge` (shared history, one pass, verdict read at the slot)
 - generate-then-parse: generate a critique of N tokens, then a regex for "Verdict: X" in the
-  text, as prometheus-eval and SpeechJudge score (greedy; unparsable verdicts counted)
+  text, as prometheus-eval and SpeechJudge score (greedy; unparsable verdicts counted). N is
+  256 by default: their critiques run to a few hundred tokens
 - seq-cls floor: the same backbone run once over each full prompt with a linear score head
   on the last token, as a sequence-classification reward model of the same size would
 
@@ -26,9 +27,9 @@ import torch
 from rewardlab.demo import DemoConfig, build_demo_project
 from rewardlab.grm.encoding import audio_batch, collate_full
 from rewardlab.grm.examples import examples_from_frame, load_judgments
-from rewardlab.grm.judge_format import ORDERS, JudgeFormat
+from rewardlab.grm.judge_format import ORDERS
 from rewardlab.grm.model import GenerativeRewardModel
-from rewardlab.grm.tiny import TinySize, build_tiny_backbone, corpus_texts
+from rewardlab.grm.tiny import TinySize, build_tiny_grm
 
 
 def timed(fn) -> tuple[float, object]:
@@ -80,8 +81,8 @@ def seq_cls_floor(grm: GenerativeRewardModel, items, batch: int) -> torch.Tensor
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", type=int, default=64)
-    parser.add_argument("--critique-tokens", type=int, default=64)
+    parser.add_argument("--tasks", type=int, default=256)
+    parser.add_argument("--critique-tokens", type=int, default=256)
     parser.add_argument("--batch", type=int, default=16)
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -90,10 +91,8 @@ def main() -> None:
         build_demo_project(root / "p", DemoConfig(n=args.tasks, seed=0), progress=False).close()
         frame, rubrics, media = load_judgments(root / "p")
         examples = examples_from_frame(frame, rubrics, 3)
-        texts = corpus_texts(examples, JudgeFormat(), rubrics.values())
-        backbone = build_tiny_backbone(
-            root / "tiny", texts, size=TinySize(hidden_size=96, layers=3)
-        )
+        size = TinySize(hidden_size=96, layers=3)  # what `make demo` trains
+        backbone = build_tiny_grm(root / "tiny", examples, rubrics.values(), 3, size=size)
         grm = GenerativeRewardModel.load(backbone, media_root=media)
         grm.model.eval()
         items = [e.item for e in examples]

@@ -120,21 +120,15 @@ def cmd_demo_data(args: argparse.Namespace) -> None:
 
 def cmd_tiny_grm(args: argparse.Namespace) -> None:
     from rewardlab.grm.examples import examples_from_frame, load_judgments
-    from rewardlab.grm.judge_format import JudgeFormat
-    from rewardlab.grm.tiny import TinySize, build_tiny_backbone, corpus_texts
+    from rewardlab.grm.tiny import TinySize, build_tiny_grm
 
     frame, rubrics, _ = load_judgments(args.project)
     k = int(frame["k"][0])
     examples = examples_from_frame(frame, rubrics, k)
     size = TinySize(hidden_size=args.hidden, layers=args.layers)
-    out = build_tiny_backbone(
-        args.out,
-        corpus_texts(examples, JudgeFormat(k=k), rubrics.values()),
-        audio=not args.text_only,
-        size=size,
-        seed=args.seed,
+    out = build_tiny_grm(
+        args.out, examples, rubrics.values(), k, audio=not args.text_only, size=size, seed=args.seed
     )
-    JudgeFormat(k=k).save(out)
     print(f"tiny {'text' if args.text_only else 'audio'} GRM backbone at {out}")
 
 

@@ -16,7 +16,13 @@ from rewardlab.demo import DemoConfig, build_demo_project
 from rewardlab.grm.encoding import JudgeItem, PromptEncoder, collate_full
 from rewardlab.grm.examples import examples_from_frame, load_judgments, split_examples
 from rewardlab.grm.grm_config import GRMConfig
-from rewardlab.grm.grm_trainer import GRMCollator, GRMTrainer, SwappedPairs, shown_target
+from rewardlab.grm.grm_trainer import (
+    GRMCollator,
+    GRMTrainer,
+    PairedLengthSampler,
+    SwappedPairs,
+    shown_target,
+)
 from rewardlab.grm.judge_format import JudgeFormat, JudgeInputError, swap_response_labels
 from rewardlab.grm.model import GenerativeRewardModel
 from rewardlab.grm.tiny import TinySize, build_tiny_backbone, corpus_texts
@@ -107,6 +113,42 @@ def test_plain_and_rubric_prompts_differ_only_in_the_rubric_block(world):
     assert pair_r.startswith("Rubric: ") and pair_r.endswith(pair_p)
     assert len(clips) == len(item.dialogue.audio_refs()) == history_r.count("<|AUDIO|>")
     assert item.task.policy.text in pair_p and "Response 1: " + item.task.policy.text in pair_p
+
+
+def test_compact_rubric_block_names_the_rubric_and_its_criteria(world, tmp_path):
+    example = next(e for e in world["examples"] if e.item.rubric is not None)
+    task, rubric = example.item.task, example.item.rubric
+    compact = JudgeFormat(rubric_detail="ids")
+    pair = compact.pair_text(task, rubric, "policy_first")
+    ids = ", ".join(c.id for c in rubric.criteria)
+    assert pair.startswith(f"Rubric: {rubric.title} ({ids})\nResponse 1: ")
+    assert all(c.description not in pair for c in rubric.criteria)
+    full = JudgeFormat().pair_text(task, rubric, "policy_first")
+    assert all(c.description in full for c in rubric.criteria)
+    assert pair.split("Response 1: ", 1)[1] == full.split("Response 1: ", 1)[1]
+    compact.save(tmp_path)
+    assert JudgeFormat.load(tmp_path) == compact
+    with pytest.raises(ValueError, match="rubric_detail"):
+        JudgeFormat(rubric_detail="summary")
+
+
+def test_paired_sampler_keeps_both_orders_together_and_groups_by_length():
+    lengths = [int(n) for n in np.random.default_rng(0).integers(100, 900, size=400)]
+    sampler = PairedLengthSampler(lengths, batch_size=8, seed=1, group=10)
+    order = list(sampler)
+    assert sorted(order) == list(range(2 * len(lengths))) == sorted(range(len(sampler)))
+    assert all(order[i] // 2 == order[i + 1] // 2 and order[i] % 2 == 0 for i in range(0, 800, 2))
+    batches = [order[i : i + 8] for i in range(0, len(order), 8)]
+    spread = np.mean([np.ptp([lengths[i // 2] for i in b]) for b in batches])
+    shuffled = np.random.default_rng(1).permutation(lengths)
+    random_spread = np.mean([np.ptp(shuffled[i : i + 4]) for i in range(0, len(shuffled), 4)])
+    assert spread < random_spread / 4  # grouping cuts padding several-fold
+    sampler.set_epoch(0)
+    assert list(sampler) == order  # the same epoch gives the same batches (exact resume)
+    sampler.set_epoch(1)
+    assert list(sampler) != order
+    with pytest.raises(ValueError, match="even"):
+        PairedLengthSampler(lengths, batch_size=5, seed=0)
 
 
 def test_expanded_audio_tokens_match_what_the_processor_makes(world):

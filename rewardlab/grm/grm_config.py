@@ -58,6 +58,7 @@ class GRMConfig(TrainingArguments):
     )
     # -- TrainingArguments defaults that suit this trainer -----------------------------------
     remove_unused_columns: bool = False  # the collator builds the model inputs itself
+    train_sampling_strategy: str = "group_by_length"  # batches of similar prompt length
     logging_steps: float = 10
 
     def __post_init__(self) -> None:

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
+from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
 
 from rewardlab.grm.encoding import PromptEncoder, collate_full
@@ -52,11 +53,52 @@ def shown_target(target: np.ndarray, order: str) -> np.ndarray:
     return target if order == "policy_first" else target[::-1].copy()
 
 
+class PairedLengthSampler(Sampler[int]):
+    """Indices of `SwappedPairs` with both orders of an example side by side, examples grouped
+    by prompt length.
+
+    Both orders in one batch: the two rows share every token and have opposite targets, so
+    what the batch's gradient asks for is exactly the order-sensitive part, the hard part for a
+    model that starts out reading a bag of words. Grouping by length: padding is otherwise
+    most of the cost, as rubric and dialogue lengths vary several-fold. Shuffled from
+    (seed, epoch), the Trainer setting the epoch, so a resumed run sees the same batches.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, group: int = 50):
+        if batch_size % 2:
+            raise ValueError(f"batch size must be even to keep both orders together: {batch_size}")
+        self.lengths, self.per_batch, self.seed, self.group = lengths, batch_size // 2, seed, group
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return 2 * len(self.lengths)
+
+    def __iter__(self):
+        rng = random.Random(f"{self.seed}:{self.epoch}")
+        examples = list(range(len(self.lengths)))
+        rng.shuffle(examples)
+        span = self.per_batch * self.group
+        batches = []
+        for start in range(0, len(examples), span):  # sort within groups of `group` batches
+            chunk = sorted(examples[start : start + span], key=self.lengths.__getitem__)
+            batches += [chunk[i : i + self.per_batch] for i in range(0, len(chunk), self.per_batch)]
+        rng.shuffle(batches)
+        for batch in batches:
+            for example in batch:
+                yield 2 * example
+                yield 2 * example + 1
+
+
 class GRMCollator:
     """(example, order) rows -> a padded batch with ``target`` (B, 2K+1) and critique labels.
 
     Its random choices are seeded by (seed, step, task, order), not drawn from a running
-    generator, so a resumed run draws exactly what the uninterrupted run would have.
+    generator, so a resumed run draws exactly what the uninterrupted run would have. The step
+    is the one the batch trains in, counted here: the data loader collates a batch ahead, so
+    the Trainer's live step is one behind except right after a (re)start.
     """
 
     def __init__(
@@ -65,6 +107,7 @@ class GRMCollator:
         self.encoder, self.critique_share, self.seed = encoder, critique_share, seed
         self.fixed_start, self.fixed_anneal = curriculum
         self.state = None  # the Trainer's state, handed over by OrderCurriculum
+        self.batches, self.accumulation = 0, 1  # batches collated so far; per optimizer step
 
     @property
     def fixed_order_share(self) -> float:
@@ -72,11 +115,16 @@ class GRMCollator:
         if self.state is None or not self.fixed_start:
             return 0.0
         horizon = max(1.0, self.fixed_anneal * self.state.max_steps)
-        return self.fixed_start * max(0.0, 1 - self.state.global_step / horizon)
+        return self.fixed_start * max(0.0, 1 - self.step / horizon)
+
+    @property
+    def step(self) -> int:
+        """The optimizer step the next batch trains in."""
+        return self.batches // self.accumulation
 
     def __call__(self, rows: list[tuple[GRMExample, str]]) -> dict[str, torch.Tensor]:
-        step = self.state.global_step if self.state is not None else 0
-        share = self.fixed_order_share
+        step, share = self.step, self.fixed_order_share
+        self.batches += 1
         prompts, targets = [], []
         for example, order in rows:
             rng = random.Random(f"{self.seed}:{step}:{example.task_id}:{order}")
@@ -100,6 +148,8 @@ class OrderCurriculum(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.collator.state = state
+        self.collator.accumulation = args.gradient_accumulation_steps
+        self.collator.batches = state.global_step * args.gradient_accumulation_steps
 
 
 class SaveJudgeFiles(TrainerCallback):
@@ -149,6 +199,19 @@ class GRMTrainer(Trainer):
         )
         self.verdict_ids = torch.tensor(encoder.format.verdict_token_ids(encoder.tokenizer))
         self._metrics: dict[str, list[float]] = defaultdict(list)
+
+    def _get_train_sampler(self, train_dataset=None):
+        """`group_by_length` (the default): `PairedLengthSampler`; otherwise the Trainer's."""
+        if self.args.train_sampling_strategy != "group_by_length":
+            return super()._get_train_sampler(train_dataset)
+        pairs: SwappedPairs = train_dataset or self.train_dataset
+        encoder = self.collator.encoder
+        lengths = [  # also fills the clip-feature cache the collator reads from
+            len(encoder.encode(example.item, ORDERS[0]))
+            for example in tqdm(pairs.examples, desc="measuring prompts", leave=False)
+        ]
+        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        return PairedLengthSampler(lengths, batch, self.args.seed)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         target = inputs["target"]  # (B, L)

@@ -57,6 +57,10 @@ class JudgeFormat:
     transcripts: bool = True  # show each audio turn's transcript beside its audio
     verdict_marker: str = "Verdict:"
     reasoning_in_history: bool = False  # assistant reasoning traces of earlier turns
+    # "full": the title and every criterion with its description; "ids": the title and the
+    # criterion ids only (tiny backbones trained from scratch, whose tokenizer cannot
+    # compress long descriptions and who learn a rubric by its name anyway)
+    rubric_detail: Literal["full", "ids"] = "full"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -70,6 +74,8 @@ class JudgeFormat:
             )
         if len(set(self.verdict_tokens)) != self.levels:
             raise ValueError(f"verdict_tokens must be distinct, got {self.verdict_tokens}")
+        if self.rubric_detail not in ("full", "ids"):
+            raise ValueError(f"rubric_detail must be 'full' or 'ids', got {self.rubric_detail!r}")
 
     @property
     def levels(self) -> int:
@@ -123,6 +129,11 @@ class JudgeFormat:
             items.append({"type": "text", "text": f"{text or '(audio)'}\n"})
         return items
 
+    def rubric_text(self, rubric: Rubric) -> str:
+        if self.rubric_detail == "ids":
+            return f"{rubric.title} ({', '.join(c.id for c in rubric.criteria)})"
+        return format_rubric(rubric)
+
     def pair_text(self, task: Task, rubric: Rubric | None, order: Order) -> str:
         if task.rubric_id is not None and (rubric is None or rubric.id != task.rubric_id):
             raise JudgeInputError(task.id, "rubric_id", f"rubric {task.rubric_id!r} not given")
@@ -130,7 +141,7 @@ class JudgeFormat:
         first, second = pair if order == "policy_first" else pair[::-1]
         parts = []
         if rubric is not None:
-            parts.append(f"Rubric: {format_rubric(rubric)}")
+            parts.append(f"Rubric: {self.rubric_text(rubric)}")
         for number, (role, candidate) in enumerate((first, second), start=1):
             parts.append(f"Response {number}: {_candidate_text(task, role, candidate)}")
         parts.append(self.scale_text())

@@ -63,6 +63,9 @@ class TinySize:
     audio_ffn: int = 128
     mel_bins: int = 128
     chunk_length: int = 10  # seconds of audio the encoder sees; longer clips are cut
+    # feature frame step in samples at 16 kHz: 20 ms, twice Whisper's 10 ms, halves the audio
+    # tokens and the encoder's work; rate and pitch cues survive it
+    hop_length: int = 320
     max_positions: int = 2048
 
 
@@ -70,7 +73,8 @@ def corpus_texts(examples: Iterable, fmt: Any, rubrics: Iterable) -> list[str]:
     """Every text a judge prompt can contain: turns, replies, critiques, rubrics, the format."""
     from rewardlab.rubrics import format_rubric
 
-    texts = [fmt.system, fmt.scale_text(), fmt.verdict_marker, *map(format_rubric, rubrics)]
+    texts = [fmt.system, fmt.scale_text(), fmt.verdict_marker]
+    texts += [text for r in rubrics for text in (format_rubric(r), fmt.rubric_text(r))]
     for example in examples:
         task = example.item.task
         texts += [t.text or "" for t in example.item.dialogue.turns]
@@ -145,7 +149,8 @@ def build_tiny_backbone(
             "encoder_layers": size.audio_layers,
             "encoder_attention_heads": size.audio_heads,
             "encoder_ffn_dim": size.audio_ffn,
-            "max_source_positions": size.chunk_length * 50,  # 100 frames/s, conv stride 2
+            # the encoder wants exactly 2 * max_source_positions frames (conv stride 2)
+            "max_source_positions": size.chunk_length * 16000 // size.hop_length // 2,
         },
         text_config=text_config.to_dict(),
         audio_token_id=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
@@ -154,9 +159,36 @@ def build_tiny_backbone(
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     features = WhisperFeatureExtractor(
-        feature_size=size.mel_bins, chunk_length=size.chunk_length, return_attention_mask=True
+        feature_size=size.mel_bins,
+        chunk_length=size.chunk_length,
+        hop_length=size.hop_length,
+        return_attention_mask=True,
     )
     processor = Qwen2AudioProcessor(feature_extractor=features, tokenizer=tokenizer)
     model.save_pretrained(out)
     processor.save_pretrained(out)
+    return out
+
+
+def build_tiny_grm(
+    out: Path,
+    examples: Iterable,
+    rubrics: Iterable,
+    k: int,
+    *,
+    audio: bool = True,
+    size: TinySize = TinySize(),
+    seed: int = 0,
+) -> Path:
+    """A tiny backbone with its tokenizer trained on `examples`, and the judge format it is
+    trained with: rubrics by title and criterion ids, as a tiny tokenizer cannot compress
+    rubric prose."""
+    from rewardlab.grm.judge_format import JudgeFormat
+
+    rubrics = list(rubrics)
+    fmt = JudgeFormat(k=k, rubric_detail="ids")
+    out = build_tiny_backbone(
+        out, corpus_texts(examples, fmt, rubrics), audio=audio, size=size, seed=seed
+    )
+    fmt.save(out)
     return out
