@@ -58,8 +58,8 @@ class JudgeFormat:
     verdict_marker: str = "Verdict:"
     reasoning_in_history: bool = False  # assistant reasoning traces of earlier turns
     # "full": the title and every criterion with its description; "ids": the title and the
-    # criterion ids only (tiny backbones trained from scratch, whose tokenizer cannot
-    # compress long descriptions and who learn a rubric by its name anyway)
+    # criterion ids only, for tiny backbones whose small tokenizer spends ~300 tokens on the
+    # descriptions of one rubric
     rubric_detail: Literal["full", "ids"] = "full"
     extra: dict[str, Any] = field(default_factory=dict)
 
