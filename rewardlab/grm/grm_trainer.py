@@ -141,7 +141,8 @@ class GRMCollator:
 
 
 class OrderCurriculum(TrainerCallback):
-    """Hands the collator the Trainer's live state (step, max steps) when training starts."""
+    """Hands the collator the Trainer's state when training starts, and the count of batches
+    already trained (non-zero on resume)."""
 
     def __init__(self, collator: GRMCollator):
         self.collator = collator
@@ -210,8 +211,8 @@ class GRMTrainer(Trainer):
             len(encoder.encode(example.item, ORDERS[0]))
             for example in tqdm(pairs.examples, desc="measuring prompts", leave=False)
         ]
-        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
-        return PairedLengthSampler(lengths, batch, self.args.seed)
+        # per device batch: each one the loader cuts must hold whole pairs
+        return PairedLengthSampler(lengths, self.args.train_batch_size, self.args.seed)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         target = inputs["target"]  # (B, L)
