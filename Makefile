@@ -13,9 +13,10 @@ TORCH ?= torch==2.13.0
 DEMO_DIR ?= demo_out
 DEMO_N ?= 1000
 GRM_STEPS ?= 600
-SYSTEM_PACKAGES := espeak-ng
+# espeak-ng speaks the demo world; redis-server backs the argilla-server the Argilla tests start
+SYSTEM_PACKAGES := espeak-ng redis-server
 # command that proves each system package is present, in the same order
-SYSTEM_COMMANDS := espeak-ng
+SYSTEM_COMMANDS := espeak-ng redis-server
 
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rewardlab-installed
@@ -76,8 +77,9 @@ $(VENV)/.torch: | $(PY)
 	fi
 	@touch $@
 
-$(STAMP): pyproject.toml $(VENV)/.torch
-	$(PY) -m pip install -q -e ".[dev]"
+# the argilla extra too: its tests run the real SDK against a real argilla-server
+$(STAMP): pyproject.toml Makefile $(VENV)/.torch
+	$(PY) -m pip install -q -e ".[dev,argilla]"
 	@touch $@
 
 clean-demo:

@@ -8,6 +8,8 @@
     rewardlab tiny-grm --project P --out DIR              a random-init tiny GRM backbone
     rewardlab train-grm --config training/grm_demo.yaml   train + evaluate a GRM
     rewardlab judge MODEL --project P --out scores.jsonl  score tasks with a trained GRM
+    rewardlab argilla push PROJECT                        tasks to Argilla (ARGILLA_API_URL/KEY)
+    rewardlab argilla pull PROJECT                        submitted Argilla responses as judgments
 
 This module is the composition root: the only rewardlab module that may import
 `annotation_ui` (later verbs such as `serve` do, lazily).
@@ -183,6 +185,29 @@ def cmd_judge(args: argparse.Namespace) -> None:
     print(f"judged {len(items)} tasks ({args.mode}) -> {args.out}")
 
 
+def cmd_argilla(args: argparse.Namespace) -> int:
+    from annotation_ui.argilla_bridge import ArgillaSyncError, connect, pull, push, sdk_error
+    from rewardlab.store import Store
+
+    try:
+        with Store(Path(args.project)) as store:
+            client = connect()
+            prefix = args.dataset or store.root.resolve().name
+            place = {"workspace": args.workspace, "prefix": prefix}
+            try:
+                if args.action == "push":
+                    report = push(store, client, audio_url=args.audio_url, **place)
+                else:
+                    report = pull(store, client, **place)
+            except sdk_error() as error:  # e.g. a key whose role may not create datasets
+                raise ArgillaSyncError(f"Argilla refused: {error}") from None
+    except ArgillaSyncError as error:  # no extra, no server, a refused key: one line
+        print(f"rewardlab argilla: error: {error}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rewardlab", description=__doc__.split("\n\n")[0])
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -257,6 +282,24 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--mode", choices=["direct", "reasoning"], default="direct")
     judge.add_argument("--batch-size", type=int, default=16)
     judge.set_defaults(run=cmd_judge)
+
+    argilla = verbs.add_parser("argilla", help="Argilla as the team backend (extra: argilla)")
+    actions = argilla.add_subparsers(dest="action", required=True, metavar="ACTION")
+    push = actions.add_parser("push", help="add the project's tasks to Argilla as records")
+    pull = actions.add_parser("pull", help="store submitted Argilla responses as judgments")
+    for action in (push, pull):
+        action.add_argument("project")
+        action.add_argument("--workspace", default="rewardlab", help="(default: rewardlab)")
+        action.add_argument(
+            "--dataset",
+            help="dataset name (default: the project folder's); rubric tasks go to"
+            " NAME-rubric-<rubric id>",
+        )
+        action.set_defaults(run=cmd_argilla)
+    push.add_argument(
+        "--audio-url",
+        help="players load URL/<media path> (default: clips embedded as data URIs)",
+    )
     return parser
 
 

@@ -273,25 +273,7 @@ class Store:
             if Judgment.model_validate_json(stored[0], context={"k": self.k}) == judgment:
                 return SubmitResult(judgment.id, created=False)
             raise RecordError(record, "id", "already stored with different content")
-        try:
-            check_level(judgment.level, self.k)
-        except ValueError as error:
-            raise RecordError(record, "level", str(error)) from None
-        task_row = db.execute(
-            "SELECT rubric_id FROM tasks WHERE id = ?", (judgment.task_id,)
-        ).fetchone()
-        if task_row is None:
-            raise RecordError(record, "task_id", f"unknown task {judgment.task_id!r}")
-        if not db.execute(
-            "SELECT 1 FROM annotators WHERE id = ?", (judgment.annotator_id,)
-        ).fetchone():
-            raise RecordError(
-                record, "annotator_id", f"unknown annotator {judgment.annotator_id!r}"
-            )
-        if judgment.rubric_scores:
-            if task_row[0] is None:
-                raise RecordError(record, "rubric_scores", "the task has no rubric to score")
-            validate_rubric_scores(self.rubric(task_row[0]), judgment.rubric_scores, record)
+        self._check_judgment(db, judgment, record)
         earlier = db.execute(
             "SELECT id FROM judgments WHERE task_id = ? AND annotator_id = ?",
             (judgment.task_id, judgment.annotator_id),
@@ -323,6 +305,62 @@ class Store:
             (judgment.task_id, judgment.annotator_id, now, now),
         )
         return SubmitResult(judgment.id, created=True)
+
+    def _check_judgment(self, db: sqlite3.Connection, judgment: Judgment, record: str) -> None:
+        """Raise RecordError unless the level, task, annotator and rubric scores fit the project."""
+        try:
+            check_level(judgment.level, self.k)
+        except ValueError as error:
+            raise RecordError(record, "level", str(error)) from None
+        task_row = db.execute(
+            "SELECT rubric_id FROM tasks WHERE id = ?", (judgment.task_id,)
+        ).fetchone()
+        if task_row is None:
+            raise RecordError(record, "task_id", f"unknown task {judgment.task_id!r}")
+        if not db.execute(
+            "SELECT 1 FROM annotators WHERE id = ?", (judgment.annotator_id,)
+        ).fetchone():
+            raise RecordError(
+                record, "annotator_id", f"unknown annotator {judgment.annotator_id!r}"
+            )
+        if judgment.rubric_scores:
+            if task_row[0] is None:
+                raise RecordError(record, "rubric_scores", "the task has no rubric to score")
+            validate_rubric_scores(self.rubric(task_row[0]), judgment.rubric_scores, record)
+
+    def upsert_judgment(self, judgment: Judgment) -> str:
+        """Store `judgment`, or replace the one stored with its id; say which happened.
+
+        Returns "created", "updated" or "unchanged" (the same content was stored already).
+
+        For judgments kept elsewhere that can change there (an Argilla response edited after a
+        pull). A new id goes through the same checks as `submit_judgment`; a replacement is
+        checked the same way and must keep its task and annotator.
+        """
+        record = f"judgment {judgment.id!r}"
+        with self._write() as db:
+            stored = db.execute(
+                "SELECT task_id, annotator_id, body FROM judgments WHERE id = ?", (judgment.id,)
+            ).fetchone()
+            if stored is None:
+                self._submit_one(db, judgment)
+                return "created"
+            if Judgment.model_validate_json(stored[2], context={"k": self.k}) == judgment:
+                return "unchanged"
+            for field, before in zip(("task_id", "annotator_id"), stored[:2], strict=True):
+                if getattr(judgment, field) != before:
+                    raise RecordError(
+                        record,
+                        field,
+                        f"{getattr(judgment, field)!r} differs from the stored {before!r}:"
+                        " a judgment keeps its task and annotator",
+                    )
+            self._check_judgment(db, judgment, record)
+            db.execute(
+                "UPDATE judgments SET level = ?, body = ?, received_at = ? WHERE id = ?",
+                (judgment.level, judgment.model_dump_json(), _now(), judgment.id),
+            )
+        return "updated"
 
     # ---- reads --------------------------------------------------------------------------
 
@@ -371,6 +409,10 @@ class Store:
         return [
             dict(zip(("id", "display_name", "role", "created_at"), r, strict=True)) for r in rows
         ]
+
+    def judgment(self, judgment_id: str) -> Judgment | None:
+        rows = self._rows("SELECT body FROM judgments WHERE id = ?", (judgment_id,))
+        return Judgment.model_validate_json(rows[0][0], context={"k": self.k}) if rows else None
 
     def judgments(
         self, *, task_id: str | None = None, annotator_id: str | None = None
