@@ -151,6 +151,49 @@ def test_paired_sampler_keeps_both_orders_together_and_groups_by_length():
         PairedLengthSampler(lengths, batch_size=5, seed=0)
 
 
+def test_paired_sampler_opens_the_first_epoch_with_curriculum_stages():
+    lengths = [int(n) for n in np.random.default_rng(0).integers(100, 900, size=60)]
+    first, second = list(range(0, 10)), list(range(30, 45))
+    sampler = PairedLengthSampler(lengths, batch_size=4, seed=1, stages=[(first, 7), (second, 3)])
+    order = list(sampler)
+    assert len(order) == len(sampler) == 2 * 2 * (7 + 3) + 2 * len(lengths)
+    opening, rest = order[: 4 * 7], order[4 * 7 : 4 * 10]
+    assert {i // 2 for i in opening} <= set(first)  # drawn again and again from 10 examples
+    assert {i // 2 for i in rest} <= set(second)
+    assert sorted(order[4 * 10 :]) == list(range(2 * len(lengths)))  # then the full epoch
+    assert all(order[i] // 2 == order[i + 1] // 2 for i in range(0, len(order), 2))
+    assert list(sampler) == order  # reproducible, so resuming mid-stage is exact
+    sampler.set_epoch(1)
+    assert len(list(sampler)) == len(sampler) == 2 * len(lengths)  # only the first epoch
+
+
+def test_history_warmup_shows_only_the_last_turn_then_the_whole_dialogue(world):
+    grm = grm_of(world)
+    example = max(world["examples"], key=lambda e: e.item.task.turn_index)
+    collator = GRMCollator(grm.encoder, 0.0, seed=0, history_warmup_steps=2)
+    rows = [(example, "policy_first")]
+    early = [collator(rows)["input_ids"][0] for _ in range(2)]
+    late = collator(rows)["input_ids"][0]
+    last = example.item.dialogue.turns[example.item.task.turn_index].text
+    for ids in (*early, late):
+        assert last in grm.tokenizer.decode(ids)
+    first_turn = example.item.dialogue.turns[0].text
+    assert all(first_turn not in grm.tokenizer.decode(ids) for ids in early)
+    left_out = f"({example.item.task.turn_index} earlier turns left out)"
+    assert left_out in grm.tokenizer.decode(early[0])
+    assert first_turn in grm.tokenizer.decode(late) and len(late) > len(early[0])
+    with pytest.raises(ValueError, match="last_turns must be >= 1"):
+        grm.encoder.encode(example.item, "policy_first", last_turns=0)
+
+
+def test_tiny_backbones_initialise_their_language_model_for_their_width(world):
+    assert TinySize(hidden_size=100).initializer_range == pytest.approx(0.1)
+    assert TinySize(hidden_size=100, init_std=0.02).initializer_range == 0.02
+    model = grm_of(world).model
+    q_proj = model.model.language_model.layers[0].self_attn.q_proj.weight
+    assert q_proj.std().item() == pytest.approx(SMALL.hidden_size**-0.5, rel=0.1)
+
+
 def test_expanded_audio_tokens_match_what_the_processor_makes(world):
     """Our cached-feature path gives the same ids and features as Qwen2AudioProcessor."""
     from rewardlab.audio import load_ref
@@ -390,6 +433,24 @@ def test_config_rejects_bad_values(tmp_path):
         config(tmp_path, fixed_order_share=1.5)
     with pytest.raises(ValueError, match="lora_r must be >= 0"):
         config(tmp_path, lora_r=-1)
+    for spec in ("instruction_retention", "instruction_retention:0", ":5", "a:b"):
+        with pytest.raises(ValueError, match="expected 'RUBRIC"):
+            config(tmp_path, curriculum=spec)
+    parsed = config(tmp_path, curriculum=" a+b:3 ; c:2 ;").curriculum_stages()
+    assert parsed == [(frozenset({"a", "b"}), 3), (frozenset({"c"}), 2)]
+
+
+def test_curriculum_stages_draw_only_their_rubrics_tasks(world, tmp_path):
+    grm = grm_of(world)
+    examples = world["examples"]
+    rubric = next(e.item.task.rubric_id for e in examples if e.item.task.rubric_id)
+    args = config(tmp_path, curriculum=f"{rubric}:2", per_device_train_batch_size=2)
+    trainer = GRMTrainer(grm.model, args, grm.encoder, examples)
+    order = list(trainer._get_train_sampler())
+    assert {examples[i // 2].item.task.rubric_id for i in order[:4]} == {rubric}
+    unknown = config(tmp_path, curriculum="no_such_rubric:5")
+    with pytest.raises(ValueError, match="no_such_rubric:5: 0 training tasks"):
+        GRMTrainer(grm.model, unknown, grm.encoder, examples)._get_train_sampler()
 
 
 def test_batches_are_collated_with_the_verdict_slot_last(world):

@@ -120,10 +120,16 @@ class PromptEncoder:
         *,
         audio: AudioMode = "audio",
         critique: str | None = None,
+        last_turns: int | None = None,
     ) -> EncodedPrompt:
+        """`last_turns`: keep at most this many turns, however short the prompt (training's
+        history warm-up); the prompt says how many were left out, as for over-long ones."""
+        if last_turns is not None and last_turns < 1:
+            raise ValueError(f"last_turns must be >= 1, got {last_turns}")
         task, dialogue = item.task, item.dialogue
         last = task.turn_index
-        for first in range(last + 1):  # drop the oldest turns until it fits
+        start = 0 if last_turns is None else max(0, last + 1 - last_turns)
+        for first in range(start, last + 1):  # drop the oldest turns until it fits
             encoded = self._encode_from(item, order, first, audio, critique)
             if len(encoded) <= self.max_tokens:
                 return encoded

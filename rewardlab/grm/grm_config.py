@@ -56,6 +56,22 @@ class GRMConfig(TrainingArguments):
     fixed_order_anneal: float = field(
         default=0.5, metadata={"help": "fraction of training over which that share falls to 0"}
     )
+    curriculum: str = field(
+        default="",
+        metadata={
+            "help": "stages trained before the full mixture, 'RUBRIC[+RUBRIC...]:STEPS' joined "
+            "by ';', e.g. 'instruction_retention:150;emotional_continuity:150': each stage "
+            "draws only that rubric's tasks; a random-init model learns one criterion at a "
+            "time where it learns none from the mixture"
+        },
+    )
+    history_warmup_steps: int = field(
+        default=0,
+        metadata={
+            "help": "for this many first steps prompts keep only the last turn (shorter "
+            "prompts: attention finds the cue before it has to search the whole dialogue)"
+        },
+    )
     # -- TrainingArguments defaults that suit this trainer -----------------------------------
     remove_unused_columns: bool = False  # the collator builds the model inputs itself
     train_sampling_strategy: str = "group_by_length"  # batches of similar prompt length
@@ -69,5 +85,22 @@ class GRMConfig(TrainingArguments):
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         if self.lora_r < 0:
             raise ValueError(f"lora_r must be >= 0 (0 = full fine-tuning), got {self.lora_r}")
+        if self.history_warmup_steps < 0:
+            raise ValueError(f"history_warmup_steps must be >= 0, got {self.history_warmup_steps}")
+        self.curriculum_stages()  # fails early on a malformed spec
         if self.critique_weight < 0:
             raise ValueError(f"critique_weight must be >= 0, got {self.critique_weight}")
+
+    def curriculum_stages(self) -> list[tuple[frozenset[str], int]]:
+        """`curriculum` parsed: (rubric ids, optimizer steps) per stage, in order."""
+        stages = []
+        for part in filter(None, (p.strip() for p in self.curriculum.split(";"))):
+            rubrics, sep, steps = part.rpartition(":")
+            ids = frozenset(filter(None, (r.strip() for r in rubrics.split("+"))))
+            if not sep or not ids or not steps.strip().isdigit() or int(steps) < 1:
+                raise ValueError(
+                    f"curriculum stage {part!r}: expected 'RUBRIC[+RUBRIC...]:STEPS' with"
+                    " STEPS a positive integer"
+                )
+            stages.append((ids, int(steps)))
+        return stages

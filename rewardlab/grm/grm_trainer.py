@@ -62,23 +62,35 @@ class PairedLengthSampler(Sampler[int]):
     model that starts out reading a bag of words. Grouping by length: padding is otherwise
     most of the cost, as rubric and dialogue lengths vary several-fold. Shuffled from
     (seed, epoch), the Trainer setting the epoch, so a resumed run sees the same batches.
+
+    The first epoch can open with curriculum `stages`: (example indices, number of batches)
+    each, drawn only from those examples (reshuffled as often as it takes), before the epoch
+    over everything.
     """
 
-    def __init__(self, lengths: list[int], batch_size: int, seed: int, group: int = 50):
+    def __init__(
+        self,
+        lengths: list[int],
+        batch_size: int,
+        seed: int,
+        group: int = 50,
+        stages: list[tuple[list[int], int]] = (),
+    ):
         if batch_size % 2:
             raise ValueError(f"batch size must be even to keep both orders together: {batch_size}")
         self.lengths, self.per_batch, self.seed, self.group = lengths, batch_size // 2, seed, group
+        self.stages = [(list(examples), batches) for examples, batches in stages]
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return 2 * len(self.lengths)
+        opening = sum(2 * self.per_batch * n for _, n in self.stages) if self.epoch == 0 else 0
+        return opening + 2 * len(self.lengths)
 
-    def __iter__(self):
-        rng = random.Random(f"{self.seed}:{self.epoch}")
-        examples = list(range(len(self.lengths)))
+    def _batches(self, examples: list[int], rng: random.Random) -> list[list[int]]:
+        examples = list(examples)
         rng.shuffle(examples)
         span = self.per_batch * self.group
         batches = []
@@ -86,6 +98,18 @@ class PairedLengthSampler(Sampler[int]):
             chunk = sorted(examples[start : start + span], key=self.lengths.__getitem__)
             batches += [chunk[i : i + self.per_batch] for i in range(0, len(chunk), self.per_batch)]
         rng.shuffle(batches)
+        return batches
+
+    def __iter__(self):
+        rng = random.Random(f"{self.seed}:{self.epoch}")
+        batches = []
+        if self.epoch == 0:
+            for examples, count in self.stages:
+                drawn: list[list[int]] = []
+                while len(drawn) < count:
+                    drawn += [b for b in self._batches(examples, rng) if len(b) == self.per_batch]
+                batches += drawn[:count]
+        batches += self._batches(list(range(len(self.lengths))), rng)
         for batch in batches:
             for example in batch:
                 yield 2 * example
@@ -102,10 +126,16 @@ class GRMCollator:
     """
 
     def __init__(
-        self, encoder: PromptEncoder, critique_share: float, seed: int, curriculum: tuple = (0, 0)
+        self,
+        encoder: PromptEncoder,
+        critique_share: float,
+        seed: int,
+        curriculum: tuple = (0, 0),
+        history_warmup_steps: int = 0,
     ):
         self.encoder, self.critique_share, self.seed = encoder, critique_share, seed
         self.fixed_start, self.fixed_anneal = curriculum
+        self.history_warmup_steps = history_warmup_steps
         self.state = None  # the Trainer's state, handed over by OrderCurriculum
         self.batches, self.accumulation = 0, 1  # batches collated so far; per optimizer step
 
@@ -124,6 +154,7 @@ class GRMCollator:
 
     def __call__(self, rows: list[tuple[GRMExample, str]]) -> dict[str, torch.Tensor]:
         step, share = self.step, self.fixed_order_share
+        last_turns = 1 if step < self.history_warmup_steps else None
         self.batches += 1
         prompts, targets = [], []
         for example, order in rows:
@@ -133,7 +164,9 @@ class GRMCollator:
             critique = example.critique if rng.random() < self.critique_share else None
             if critique is not None and order == "reference_first":
                 critique = swap_response_labels(critique)
-            prompts.append(self.encoder.encode(example.item, order, critique=critique))
+            prompts.append(
+                self.encoder.encode(example.item, order, critique=critique, last_turns=last_turns)
+            )
             targets.append(shown_target(example.target, order))
         batch = collate_full(prompts, self.encoder.tokenizer.pad_token_id)
         batch["target"] = torch.from_numpy(np.stack(targets)).float()
@@ -185,6 +218,7 @@ class GRMTrainer(Trainer):
             args.critique_share,
             args.seed,
             curriculum=(args.fixed_order_share, args.fixed_order_anneal),
+            history_warmup_steps=args.history_warmup_steps,
         )
         super().__init__(
             model=model,
@@ -204,6 +238,8 @@ class GRMTrainer(Trainer):
     def _get_train_sampler(self, train_dataset=None):
         """`group_by_length` (the default): `PairedLengthSampler`; otherwise the Trainer's."""
         if self.args.train_sampling_strategy != "group_by_length":
+            if self.args.curriculum:
+                raise ValueError("curriculum needs train_sampling_strategy: group_by_length")
             return super()._get_train_sampler(train_dataset)
         pairs: SwappedPairs = train_dataset or self.train_dataset
         encoder = self.collator.encoder
@@ -212,7 +248,27 @@ class GRMTrainer(Trainer):
             for example in tqdm(pairs.examples, desc="measuring prompts", leave=False)
         ]
         # per device batch: each one the loader cuts must hold whole pairs
-        return PairedLengthSampler(lengths, self.args.train_batch_size, self.args.seed)
+        return PairedLengthSampler(
+            lengths,
+            self.args.train_batch_size,
+            self.args.seed,
+            stages=self._curriculum_stages(pairs.examples),
+        )
+
+    def _curriculum_stages(self, examples: list[GRMExample]) -> list[tuple[list[int], int]]:
+        """`args.curriculum` as (example indices, device batches) per stage."""
+        per_step = self.args.gradient_accumulation_steps * self.args.world_size
+        per_batch = self.args.train_batch_size // 2
+        stages = []
+        for rubric_ids, steps in self.args.curriculum_stages():
+            chosen = [i for i, e in enumerate(examples) if e.item.task.rubric_id in rubric_ids]
+            if len(chosen) < per_batch:
+                raise ValueError(
+                    f"curriculum stage {'+'.join(sorted(rubric_ids))}:{steps}: "
+                    f"{len(chosen)} training tasks have those rubrics; a batch needs {per_batch}"
+                )
+            stages.append((chosen, steps * per_step))
+        return stages
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         target = inputs["target"]  # (B, L)
