@@ -13,10 +13,11 @@ TORCH ?= torch==2.13.0
 DEMO_DIR ?= demo_out
 DEMO_N ?= 1000
 GRM_STEPS ?= 600
-# espeak-ng speaks the demo world; redis-server backs the argilla-server the Argilla tests start
-SYSTEM_PACKAGES := espeak-ng redis-server
+# espeak-ng speaks the demo world; redis-server backs the argilla-server the Argilla tests start;
+# chromium is the browser the annotation app's tests drive (Playwright, no downloaded browser)
+SYSTEM_PACKAGES := espeak-ng redis-server chromium
 # command that proves each system package is present, in the same order
-SYSTEM_COMMANDS := espeak-ng redis-server
+SYSTEM_COMMANDS := espeak-ng redis-server chromium
 
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rewardlab-installed
@@ -32,6 +33,7 @@ demo: setup
 	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab train-grm --config training/grm_demo.yaml \
 		--model_path $(DEMO_DIR)/tiny-grm-init --data $(DEMO_DIR) --output_dir $(DEMO_DIR)/grm \
 		--max_steps $(GRM_STEPS)
+	@$(VENV)/bin/rewardlab demo-accounts $(DEMO_DIR)
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest
@@ -48,6 +50,7 @@ bench: setup
 	$(PY) benchmarks/bench_submit.py
 	$(PY) benchmarks/bench_export.py
 	$(PY) benchmarks/bench_grm_scoring.py
+	$(PY) benchmarks/bench_annotation_app.py
 
 setup: system $(STAMP)
 

@@ -68,6 +68,13 @@ from urllib.parse import quote
 
 from pydantic import TypeAdapter, ValidationError
 
+from annotation_ui.presentation import (
+    AUDIO_MIME,
+    ORDERS,
+    shown_sides,
+    stored_level,
+    verdict_labels,
+)
 from rewardlab.rubrics import format_rubric
 from rewardlab.schema import (
     AudioRef,
@@ -80,7 +87,6 @@ from rewardlab.schema import (
     Rubric,
     Task,
     errors_of,
-    level_names,
     utc_now,
 )
 
@@ -90,13 +96,11 @@ if TYPE_CHECKING:
     from rewardlab.store import Store
 
 VERDICT, RATIONALE, SHOWN_ORDER = "verdict", "rationale", "shown_order"
-ORDERS = ("policy_first", "reference_first")
 DATA_URI_MAX_CHARS = 5_000_000  # argilla-server 2.8: IMAGE_FIELD_DATA_URL_MAX_LENGTH
 WEB_URL_MAX_CHARS = 2_038  # argilla-server 2.8: IMAGE_FIELD_WEB_URL_MAX_LENGTH
 CHAT_MESSAGE_MAX_CHARS = 20_000  # argilla-server 2.8: ChatFieldValue.content
 GUIDELINES_MAX_CHARS = 10_000  # argilla-server 2.8: DatasetGuidelines
 BATCH_MAX_CHARS, BATCH_MAX_RECORDS = 8_000_000, 100
-AUDIO_MIME = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", ".mp3": "audio/mpeg"}
 AUDIO_TEMPLATE = """
 <div style="display:flex;flex-direction:column;gap:8px">
 {{#each record.fields.audio.clips}}
@@ -121,25 +125,6 @@ def dataset_name(prefix: str, rubric_id: str | None) -> str:
 def shown_order(task_id: str) -> str:
     """The order a task is shown in: a coin flip seeded by its id, the same on every push."""
     return ORDERS[hashlib.sha256(task_id.encode()).digest()[0] & 1]
-
-
-def shown_sides(order: str) -> tuple[str, str]:
-    """The task sides shown as Response 1 and Response 2."""
-    return ("policy", "reference") if order == "policy_first" else ("reference", "policy")
-
-
-def verdict_labels(k: int) -> dict[str, str]:
-    """Label value -> text, from "Response 1 much better" (+k) to "Response 2 much better" (-k).
-
-    The value is the level as shown: positive when Response 1 is better.
-    """
-    names = level_names(k)  # policy-relative, "much worse" .. "much better"
-    labels = {}
-    for shown in range(k, -k - 1, -1):
-        value = "0" if shown == 0 else f"{shown:+d}"
-        winner = "Response 1" if shown > 0 else "Response 2"
-        labels[value] = "About the same" if shown == 0 else f"{winner} {names[k + abs(shown)]}"
-    return labels
 
 
 def criterion_question(position: int, criterion_id: str) -> str:
@@ -293,7 +278,7 @@ def judgment_from_response(
         "id": judgment_id(task.id, username),
         "task_id": task.id,
         "annotator_id": username,
-        "level": shown_level if order == "policy_first" else -shown_level,
+        "level": stored_level(shown_level, order),
         "rubric_scores": scores,
         "rationale": values.get(RATIONALE) or "",
         "shown_order": order,

@@ -10,9 +10,12 @@
     rewardlab judge MODEL --project P --out scores.jsonl  score tasks with a trained GRM
     rewardlab argilla push PROJECT                        tasks to Argilla (ARGILLA_API_URL/KEY)
     rewardlab argilla pull PROJECT                        submitted Argilla responses as judgments
+    rewardlab add-annotator PROJECT ID [--admin]          a login account for the web app
+    rewardlab demo-accounts PROJECT                       demo logins with known passwords
+    rewardlab serve PROJECT [--port 7860]                 the annotation web app
 
 This module is the composition root: the only rewardlab module that may import
-`annotation_ui` (later verbs such as `serve` do, lazily).
+`annotation_ui` (`serve` and `argilla` do, lazily).
 """
 
 from __future__ import annotations
@@ -208,6 +211,42 @@ def cmd_argilla(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_add_annotator(args: argparse.Namespace) -> None:
+    import secrets
+
+    from rewardlab.store import Store
+    from rewardlab.store.accounts import add_account
+
+    if args.password_stdin:
+        password, generated = sys.stdin.readline().rstrip("\n"), False
+    else:
+        password, generated = secrets.token_urlsafe(12), True
+    role = "admin" if args.admin else "annotator"
+    with Store(Path(args.project)) as store:
+        add_account(store, args.id, password, display_name=args.name, role=role)
+    print(f"added {role} {args.id!r} to {args.project}")
+    if generated:
+        print(f"password (shown once): {password}")
+
+
+def cmd_demo_accounts(args: argparse.Namespace) -> None:
+    from rewardlab.demo.accounts import add_demo_accounts
+    from rewardlab.store import Store
+
+    with Store(Path(args.project)) as store:
+        created = add_demo_accounts(store)
+    print(f"start the annotation app: rewardlab serve {args.project}")
+    print("then open http://127.0.0.1:7860/ and log in as (id, password, role):")
+    for annotator_id, role, password in created:
+        print(f"  {annotator_id:<12} {password:<14} {role}")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from annotation_ui.web import serve
+
+    serve(Path(args.project), host=args.host, port=args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rewardlab", description=__doc__.split("\n\n")[0])
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -300,6 +339,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--audio-url",
         help="players load URL/<media path> (default: clips embedded as data URIs)",
     )
+
+    add = verbs.add_parser("add-annotator", help="add a login account for the web app")
+    add.add_argument("project")
+    add.add_argument("id", help="the login name and annotator id")
+    add.add_argument("--name", help="display name (default: the id)")
+    add.add_argument("--admin", action="store_true", help="may use the admin pages")
+    add.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from stdin (default: generate one and print it once)",
+    )
+    add.set_defaults(run=cmd_add_annotator)
+
+    demo_accounts = verbs.add_parser(
+        "demo-accounts", help="demo logins with known passwords (never on real data)"
+    )
+    demo_accounts.add_argument("project")
+    demo_accounts.set_defaults(run=cmd_demo_accounts)
+
+    serve = verbs.add_parser("serve", help="the annotation web app for a project")
+    serve.add_argument("project")
+    serve.add_argument("--host", default="127.0.0.1", help="(default: 127.0.0.1, this machine)")
+    serve.add_argument("--port", type=int, default=7860, help="(default: 7860)")
+    serve.set_defaults(run=cmd_serve)
     return parser
 
 

@@ -57,6 +57,7 @@ def project_stats(judgments: pl.DataFrame, k: int) -> dict[str, object]:
         (pl.col("level") > 0) == (pl.col("shown_order") == "policy_first")
     ).height
     gold = judgments.filter(pl.col("gold"))
+    shared = by_task.filter(pl.col("n") > 1)["agreement"]  # tasks more than one person judged
     return {
         "judgments": judgments.height,
         "tasks_judged": by_task.height,
@@ -69,7 +70,7 @@ def project_stats(judgments: pl.DataFrame, k: int) -> dict[str, object]:
         "tie_share": round(1 - decided.height / judgments.height, 3),
         # 0.5 when annotators ignore where a response was shown
         "first_shown_wins": round(first_won / decided.height, 3) if decided.height else None,
-        "agreement_with_majority": round(by_task.filter(pl.col("n") > 1)["agreement"].mean(), 3),
+        "agreement_with_majority": round(shared.mean(), 3) if shared.len() else None,
         "gold_judgments": gold.height,
         "gold_accuracy": (
             round((gold["level"] == gold["gold_level"]).mean(), 3) if gold.height else None

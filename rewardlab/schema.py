@@ -198,6 +198,7 @@ class Task(_Model):
 
 
 RubricScores = dict[Literal["policy", "reference"], dict[str, int]]
+SHOWN_ORDERS = ("policy_first", "reference_first")  # which response a front end showed first
 
 
 def utc_now() -> datetime:
@@ -298,3 +299,6 @@ class ProjectSettings(_Model):
         default=True, description="the importer refuses clips with no sound above the floor"
     )
     guidelines: str = Field(default="", description="markdown shown to annotators")
+    daily_goal: int = Field(
+        default=40, ge=1, description="tasks per annotator per day, for the progress line"
+    )

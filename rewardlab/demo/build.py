@@ -92,8 +92,14 @@ def scene_records(scene: Scene, k: int, gold: bool) -> tuple[dict, dict]:
 
 
 def build_demo_project(
-    out: Path, config: DemoConfig, *, force: bool = False, progress: bool = True
+    out: Path,
+    config: DemoConfig,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    annotate: bool = True,
 ) -> Store:
+    """The demo project at `out`; `annotate=False` leaves its tasks unjudged, for people."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not force:
@@ -141,7 +147,8 @@ def build_demo_project(
         media_dir=store.media_root,
         progress=progress,
     )
-    simulate_annotations(store, config, progress=progress)
+    if annotate:
+        simulate_annotations(store, config, progress=progress)
     return store
 
 

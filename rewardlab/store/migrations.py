@@ -68,6 +68,36 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX judgments_by_annotator ON judgments (annotator_id);
     """,
+    # 2: the annotation web app: login accounts, sessions, and each assignment's state (the
+    # presentation order and judgment id it was served with, the annotator's draft, a flag);
+    # each task counts the judgments people (not simulated annotators) gave it, kept by a
+    # trigger on every write path, so the queue finds tasks with room without counting
+    """
+    ALTER TABLE annotators ADD COLUMN active INTEGER NOT NULL DEFAULT 1;
+    CREATE TABLE sessions (
+        token_sha256 TEXT PRIMARY KEY,
+        annotator_id TEXT NOT NULL REFERENCES annotators (id),
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    );
+    CREATE INDEX sessions_by_annotator ON sessions (annotator_id);
+    ALTER TABLE assignments ADD COLUMN shown_order TEXT
+        CHECK (shown_order IN ('policy_first', 'reference_first'));
+    ALTER TABLE assignments ADD COLUMN judgment_id TEXT;
+    ALTER TABLE assignments ADD COLUMN draft TEXT;
+    ALTER TABLE assignments ADD COLUMN flag_reason TEXT;
+    CREATE INDEX assignments_by_status ON assignments (status, task_id);
+    ALTER TABLE tasks ADD COLUMN people_judgments INTEGER NOT NULL DEFAULT 0;
+    UPDATE tasks SET people_judgments = (
+        SELECT COUNT(*) FROM judgments j JOIN annotators a ON a.id = j.annotator_id
+        WHERE j.task_id = tasks.id AND a.role != 'simulated'
+    );
+    CREATE TRIGGER judgments_count_people AFTER INSERT ON judgments
+    WHEN (SELECT role FROM annotators WHERE id = NEW.annotator_id) != 'simulated'
+    BEGIN
+        UPDATE tasks SET people_judgments = people_judgments + 1 WHERE id = NEW.task_id;
+    END;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -75,6 +105,18 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 class SchemaTooNewError(RuntimeError):
     pass
+
+
+def _statements(script: str) -> list[str]:
+    """The script's statements; a trigger's body (``BEGIN ...; END``) stays whole."""
+    statements, pending = [], ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                statements.append(pending)
+            pending = ""
+    return statements
 
 
 def schema_version(connection: sqlite3.Connection) -> int:
@@ -96,9 +138,8 @@ def migrate(connection: sqlite3.Connection) -> int:
         try:
             # another process may have migrated while we waited for the write lock
             if schema_version(connection) < version:
-                for statement in MIGRATIONS[version - 1].split(";"):
-                    if statement.strip():
-                        connection.execute(statement)
+                for statement in _statements(MIGRATIONS[version - 1]):
+                    connection.execute(statement)
                 connection.execute(f"PRAGMA user_version = {version}")
             connection.execute("COMMIT")
         except BaseException:

@@ -255,6 +255,61 @@ class Store:
                 (task_id, annotator_id, status, now, now),
             )
 
+    def _stored_task(self, db: sqlite3.Connection, task_id: str) -> Task:
+        row = db.execute("SELECT body FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        if row is None:
+            raise RecordError(f"task {task_id!r}", "id", "unknown task")
+        return Task.model_validate_json(row[0], context={"k": self.k})
+
+    def set_task_rubric(self, task_ids: Sequence[str], rubric: Rubric | None) -> None:
+        """Judge these tasks under `rubric` (stored if new), or plainly (None); all or none.
+
+        A task that has judgments keeps its rubric: their scores were given under it.
+        """
+        with self._write() as db:
+            if rubric is not None:
+                self._insert_new(
+                    db,
+                    "rubric",
+                    rubric,
+                    "INSERT INTO rubrics (id, version, body) VALUES (?, ?, ?)",
+                    (rubric.id, rubric.version, rubric.model_dump_json()),
+                )
+            rubric_id = rubric.id if rubric else None
+            for task_id in task_ids:
+                task = self._stored_task(db, task_id)
+                (judged,) = db.execute(
+                    "SELECT COUNT(*) FROM judgments WHERE task_id = ?", (task_id,)
+                ).fetchone()
+                if judged and task.rubric_id != rubric_id:
+                    raise RecordError(
+                        f"task {task_id!r}",
+                        "rubric_id",
+                        f"{judged} judgments were made under {task.rubric_id!r}; it stays",
+                    )
+                updated = task.model_copy(update={"rubric_id": rubric_id})
+                db.execute(
+                    "UPDATE tasks SET rubric_id = ?, body = ? WHERE id = ?",
+                    (rubric_id, updated.model_dump_json(), task_id),
+                )
+        self._rubric_cache.clear()
+
+    def set_gold(self, task_id: str, gold_level: int | None) -> None:
+        """Make a task a gold item whose known answer is `gold_level`, or (None) an ordinary one."""
+        record = f"task {task_id!r}"
+        if gold_level is not None:
+            try:
+                check_level(gold_level, self.k, "gold_level")
+            except ValueError as error:
+                raise RecordError(record, "gold_level", str(error)) from None
+        with self._write() as db:
+            task = self._stored_task(db, task_id)
+            gold = {"gold": gold_level is not None, "gold_level": gold_level}
+            db.execute(
+                "UPDATE tasks SET gold = ?, body = ? WHERE id = ?",
+                (int(gold["gold"]), task.model_copy(update=gold).model_dump_json(), task_id),
+            )
+
     def submit_judgment(self, judgment: Judgment) -> SubmitResult:
         return self.submit_judgments([judgment])[0]
 

@@ -1,0 +1,414 @@
+"""The admin pages (Gradio Blocks, mounted at /admin): dashboard, annotators, project settings,
+import and export.
+
+Only admins reach /admin (the session gate in `annotation_ui.web`), and every handler checks
+again. Imports go through the store's importer (all or nothing, errors name record and
+field); exports are the store's exporters, served by ``/admin/export/<format>``.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import gradio as gr
+import polars as pl
+from pydantic import ValidationError
+
+from annotation_ui import dashboard
+from annotation_ui.annotate import as_ui_errors
+from annotation_ui.service import AnnotationService, start_of_today
+from rewardlab.rubrics import LIBRARY_DIR, load_library
+from rewardlab.schema import RecordError, errors_of, level_names
+from rewardlab.store import StoreError, queue
+from rewardlab.store.accounts import accounts, add_account, set_active, set_password
+from rewardlab.store.export import judgments_frame
+from rewardlab.store.importer import import_jsonl
+
+MAX_UNPACKED_BYTES = 4 * 1024**3
+NO_RUBRIC = "(none: plain pairwise)"
+NOT_GOLD = "not gold"
+SETTINGS = (
+    "name",
+    "annotators_per_task",
+    "k",
+    "gold_share",
+    "show_transcripts",
+    "show_reasoning",
+    "require_full_listen",
+    "daily_goal",
+    "guidelines",
+)
+
+
+def build_admin_page(
+    service: AnnotationService, on_accounts_changed: Callable[[], None] = lambda: None
+) -> gr.Blocks:
+    store = service.store
+
+    def require_admin(request: gr.Request) -> None:
+        account = service.account(request.username or "")
+        if account is None or not account.is_admin:
+            raise gr.Error("admins only", print_exception=False)
+
+    with gr.Blocks(
+        title=f"{store.settings.name} · rewardlab admin", analytics_enabled=False
+    ) as page:
+        gr.HTML(
+            '<div id="rl-header"><b>rewardlab admin</b> · <a href="/">annotate</a> ·'
+            ' <a href="/logout">log out</a></div>',
+            js_on_load=None,
+        )
+        with gr.Tab("Dashboard"):
+            refresh = gr.Button("Refresh", elem_id="rl-refresh")
+            numbers = gr.Markdown(elem_id="rl-summary")
+            progress_plot = gr.Plot(label="Progress")
+            time_plot = gr.Plot(label="Time on task")
+            annotator_plot = gr.Plot(label="Gold accuracy and position bias")
+            agreement_plot = gr.Plot(label="Agreement")
+            confusion_plot = gr.Plot(label="Confusion of levels")
+            gr.Markdown("### Flagged tasks (withdrawn from the queue)")
+            flag_table = gr.Dataframe(interactive=False, elem_id="rl-flags")
+            with gr.Row():
+                flagged_task = gr.Textbox(label="Task id", scale=3, elem_id="rl-flagged-task")
+                return_task = gr.Button("Return to the queue", scale=1)
+            gr.Markdown("### Latest judgments")
+            recent = gr.Dataframe(interactive=False, elem_id="rl-recent", wrap=True)
+        with gr.Tab("Annotators"):
+            people = gr.Dataframe(interactive=False, elem_id="rl-annotators")
+            with gr.Row():
+                new_id = gr.Textbox(label="Annotator id (their login)")
+                new_name = gr.Textbox(label="Display name")
+                new_role = gr.Radio(["annotator", "admin"], value="annotator", label="Role")
+                new_password = gr.Textbox(label="Password (8+ characters)", type="password")
+            create = gr.Button("Create account", variant="primary")
+            with gr.Row():
+                who = gr.Textbox(label="Annotator id", elem_id="rl-who")
+                password = gr.Textbox(label="New password", type="password")
+                change_password = gr.Button("Set password")
+                deactivate = gr.Button("Deactivate")
+                activate = gr.Button("Activate")
+            people_status = gr.Markdown()
+        with gr.Tab("Project"):
+            fields = {
+                "name": gr.Textbox(label="Name"),
+                "annotators_per_task": gr.Number(
+                    label="k: annotators per task", precision=0, minimum=1
+                ),
+                "k": gr.Number(
+                    label="K: levels run -K..K (fixed once judgments exist)", precision=0
+                ),
+                "gold_share": gr.Slider(0, 1, step=0.01, label="Share of gold items served"),
+                "show_transcripts": gr.Checkbox(label="Show transcripts of audio turns"),
+                "show_reasoning": gr.Checkbox(label="Show reasoning traces"),
+                "require_full_listen": gr.Checkbox(
+                    label="Candidate clips must be played to the end"
+                ),
+                "daily_goal": gr.Number(label="Daily goal per annotator", precision=0, minimum=1),
+                "guidelines": gr.Textbox(label="Guidelines (markdown)", lines=8),
+            }
+            save_settings = gr.Button("Save settings", variant="primary")
+            settings_status = gr.Markdown()
+            gr.Markdown("### Rubric of unjudged tasks")
+            with gr.Row():
+                rubric_choice = gr.Dropdown(label="Rubric", choices=[NO_RUBRIC])
+                rubric_scope = gr.Radio(
+                    ["unjudged tasks without a rubric", "all unjudged tasks"],
+                    value="unjudged tasks without a rubric",
+                    label="Apply to",
+                )
+                apply_rubric = gr.Button("Apply")
+            gr.Markdown("### Gold items")
+            with gr.Row():
+                gold_task = gr.Textbox(label="Task id", elem_id="rl-gold-task")
+                gold_level = gr.Dropdown(label="Known answer (policy vs reference)", choices=[])
+                apply_gold = gr.Button("Set")
+            project_status = gr.Markdown()
+        with gr.Tab("Import"):
+            gr.Markdown(
+                "Upload `dialogues*.jsonl` and/or `tasks*.jsonl` (text only), or one `.zip`"
+                " holding them with the audio they reference (paths relative to the JSONL)."
+                " Everything is checked first; one bad record and nothing is imported."
+            )
+            uploads = gr.File(
+                file_count="multiple", file_types=[".jsonl", ".zip"], elem_id="rl-import-files"
+            )
+            dry_run = gr.Checkbox(value=True, label="Dry run: only check")
+            run_import = gr.Button("Import", variant="primary")
+            import_report = gr.Textbox(label="Report", lines=12, interactive=False)
+        with gr.Tab("Export"):
+            gr.HTML(
+                "<p>Every judgment with its task and dialogue history:"
+                ' <a href="/admin/export/parquet">Parquet</a> ·'
+                ' <a href="/admin/export/jsonl">JSONL</a> ·'
+                ' <a href="/admin/export/hf">Hugging Face dataset (zip)</a></p>',
+                js_on_load=None,
+            )
+
+        # ---- handlers ---------------------------------------------------------------------
+
+        @as_ui_errors
+        def load_dashboard(request: gr.Request) -> list:
+            require_admin(request)
+            frame = judgments_frame(store)
+            flags = queue.flags(store)
+            figures: list[Any] = [None] * 5
+            if frame.height:
+                k = store.k
+                figures = [
+                    dashboard.progress_figure(frame, start_of_today()),
+                    dashboard.time_figure(frame),
+                    dashboard.annotator_figure(frame, k),
+                    dashboard.agreement_figure(frame, k),
+                    dashboard.confusion_figure(frame, k),
+                ]
+            numbers_md = dashboard.summary_markdown(
+                dashboard.summary(
+                    frame,
+                    store.k,
+                    store.count("tasks"),
+                    store.settings.annotators_per_task,
+                    len({f.task_id for f in flags}),
+                )
+            )
+            flag_rows = pl.DataFrame(
+                [f.__dict__ for f in flags],
+                schema=["task_id", "annotator_id", "reason", "flagged_at"],
+                orient="row",
+            )
+            latest = frame.sort("received_at", descending=True).head(100)
+            latest = latest.select(
+                "received_at", "annotator_id", "task_id", "level", "shown_order", "rationale"
+            ).with_columns(pl.col("received_at").dt.strftime("%Y-%m-%d %H:%M"))
+            return [numbers_md, *figures, flag_rows.to_pandas(), latest.to_pandas()]
+
+        @as_ui_errors
+        def return_flagged(task_id: str, request: gr.Request) -> list:
+            require_admin(request)
+            returned = queue.return_flagged(store, task_id.strip())
+            if not returned:
+                raise gr.Error(f"task {task_id!r} is not flagged", print_exception=False)
+            return load_dashboard(request)
+
+        @as_ui_errors
+        def people_table(request: gr.Request) -> Any:
+            require_admin(request)
+            counts = dict(store._rows("SELECT annotator_id, COUNT(*) FROM judgments GROUP BY 1"))
+            today = dict(
+                store._rows(
+                    "SELECT annotator_id, COUNT(*) FROM judgments WHERE received_at >= ?"
+                    " GROUP BY 1",
+                    (start_of_today().isoformat(),),
+                )
+            )
+            rows = [
+                {
+                    "id": a.id,
+                    "name": a.display_name,
+                    "role": a.role,
+                    "active": a.active,
+                    "judgments": counts.get(a.id, 0),
+                    "today": today.get(a.id, 0),
+                }
+                for a in accounts(store)
+            ]
+            columns = ["id", "name", "role", "active", "judgments", "today"]
+            return pl.DataFrame(rows, schema=columns, orient="row").to_pandas()
+
+        @as_ui_errors
+        def create_account(
+            annotator_id: str, name: str, role: str, secret: str, request: gr.Request
+        ) -> list:
+            require_admin(request)
+            add_account(
+                store, annotator_id.strip(), secret, display_name=name.strip() or None, role=role
+            )
+            return [people_table(request), f"Created {annotator_id.strip()!r}.", "", ""]
+
+        @as_ui_errors
+        def reset_password(annotator_id: str, secret: str, request: gr.Request) -> list:
+            require_admin(request)
+            set_password(store, annotator_id.strip(), secret)
+            on_accounts_changed()
+            return [people_table(request), f"Password of {annotator_id.strip()!r} set.", ""]
+
+        def activation(active: bool) -> Callable:
+            @as_ui_errors
+            def handler(annotator_id: str, request: gr.Request) -> list:
+                require_admin(request)
+                set_active(store, annotator_id.strip(), active)
+                on_accounts_changed()
+                state = "active" if active else "deactivated (logged out everywhere)"
+                return [people_table(request), f"{annotator_id.strip()!r} is {state}."]
+
+            return handler
+
+        @as_ui_errors
+        def load_project(request: gr.Request) -> list:
+            require_admin(request)
+            current = store.settings.model_dump()
+            rubric_ids = sorted(set(library()) | {r.id for r in store.rubrics()})
+            levels = [
+                f"{level:+d} {name}"
+                for level, name in zip(
+                    range(-store.k, store.k + 1), level_names(store.k), strict=True
+                )
+            ]
+            return [
+                *[current[name] for name in SETTINGS],
+                gr.update(choices=[NO_RUBRIC, *rubric_ids], value=NO_RUBRIC),
+                gr.update(choices=[NOT_GOLD, *levels], value=NOT_GOLD),
+            ]
+
+        @as_ui_errors
+        def save_project(
+            name: str,
+            annotators_per_task: float,
+            k: float,
+            gold_share: float,
+            show_transcripts: bool,
+            show_reasoning: bool,
+            require_full_listen: bool,
+            daily_goal: float,
+            guidelines: str,
+            request: gr.Request,
+        ) -> str:
+            require_admin(request)
+            changes = {
+                "name": name,
+                "annotators_per_task": annotators_per_task,
+                "k": k,
+                "gold_share": gold_share,
+                "show_transcripts": show_transcripts,
+                "show_reasoning": show_reasoning,
+                "require_full_listen": require_full_listen,
+                "daily_goal": daily_goal,
+                "guidelines": guidelines,
+            }
+            try:
+                store.update_settings(**changes)
+            except ValidationError as error:
+                raise errors_of(error, "project settings")[0] from None
+            return "Settings saved; annotators get them with their next task."
+
+        @as_ui_errors
+        def set_rubric(choice: str, scope: str, request: gr.Request) -> str:
+            require_admin(request)
+            rubric = None
+            if choice != NO_RUBRIC:
+                stored = {r.id: r for r in store.rubrics()}
+                rubric = stored.get(choice) or library()[choice]
+            judged = {row[0] for row in store._rows("SELECT DISTINCT task_id FROM judgments")}
+            targets = [
+                t.id
+                for t in store.tasks()
+                if t.id not in judged and (scope == "all unjudged tasks" or t.rubric_id is None)
+            ]
+            store.set_task_rubric(targets, rubric)
+            return f"{len(targets)} tasks now use {choice}."
+
+        @as_ui_errors
+        def set_gold(task_id: str, choice: str, request: gr.Request) -> str:
+            require_admin(request)
+            level = None if choice == NOT_GOLD else int(choice.split()[0])
+            store.set_gold(task_id.strip(), level)
+            state = "an ordinary task" if level is None else f"a gold item at {level:+d}"
+            return f"Task {task_id.strip()!r} is {state}."
+
+        @as_ui_errors
+        def do_import(files: list[str] | None, only_check: bool, request: gr.Request) -> str:
+            require_admin(request)
+            if not files:
+                raise gr.Error("Choose files to import first.", print_exception=False)
+            try:
+                return import_uploads([Path(f) for f in files], service, dry_run=only_check)
+            finally:
+                if not only_check:
+                    for file in files:  # Gradio's copy of the upload is no longer needed
+                        Path(file).unlink(missing_ok=True)
+
+        dashboard_outputs = [
+            numbers,
+            progress_plot,
+            time_plot,
+            annotator_plot,
+            agreement_plot,
+            confusion_plot,
+            flag_table,
+            recent,
+        ]
+        private = {"api_visibility": "private"}
+        page.load(load_dashboard, None, dashboard_outputs, **private)
+        page.load(people_table, None, people, **private)
+        page.load(load_project, None, [*fields.values(), rubric_choice, gold_level], **private)
+        refresh.click(load_dashboard, None, dashboard_outputs, **private)
+        return_task.click(return_flagged, flagged_task, dashboard_outputs, **private)
+        create.click(
+            create_account,
+            [new_id, new_name, new_role, new_password],
+            [people, people_status, new_id, new_password],
+            **private,
+        )
+        change_password.click(
+            reset_password, [who, password], [people, people_status, password], **private
+        )
+        deactivate.click(activation(False), who, [people, people_status], **private)
+        activate.click(activation(True), who, [people, people_status], **private)
+        save_settings.click(save_project, list(fields.values()), settings_status, **private)
+        apply_rubric.click(set_rubric, [rubric_choice, rubric_scope], project_status, **private)
+        apply_gold.click(set_gold, [gold_task, gold_level], project_status, **private)
+        run_import.click(do_import, [uploads, dry_run], import_report, **private)
+    page.queue(default_concurrency_limit=4)
+    return page
+
+
+@functools.cache
+def library() -> dict:
+    return load_library(LIBRARY_DIR)
+
+
+def _unpack(archive_path: Path, folder: Path) -> None:
+    """Extract a zip, refusing members that would land outside `folder` or fill the disk."""
+    label = f"archive {archive_path.name!r}"
+    with zipfile.ZipFile(archive_path) as archive:
+        total = 0
+        for member in archive.infolist():
+            name = PurePosixPath(member.filename)
+            if name.is_absolute() or ".." in name.parts or "\\" in member.filename:
+                raise RecordError(label, member.filename, "would be extracted outside the folder")
+            total += member.file_size
+            if total > MAX_UNPACKED_BYTES:
+                raise RecordError(label, "<archive>", "unpacks to more than 4 GiB")
+        archive.extractall(folder)
+
+
+def import_uploads(files: list[Path], service: AnnotationService, *, dry_run: bool) -> str:
+    """Import uploaded JSONL files or one zip of them with their audio; the importer's report."""
+    with tempfile.TemporaryDirectory(prefix="rewardlab-import-") as scratch:
+        folder = Path(scratch)
+        for file in files:
+            if file.suffix == ".zip":
+                _unpack(file, folder)
+            elif file.suffix == ".jsonl":
+                shutil.copyfile(file, folder / file.name)
+            else:
+                raise RecordError(f"upload {file.name!r}", "name", "not a .jsonl or .zip file")
+        found = {kind: sorted(folder.rglob(f"{kind}*.jsonl")) for kind in ("dialogues", "tasks")}
+        for kind, paths in found.items():
+            if len(paths) > 1:
+                names = ", ".join(str(p.relative_to(folder)) for p in paths)
+                raise RecordError("upload", kind, f"several {kind} files ({names}): give one")
+        dialogues = found["dialogues"][0] if found["dialogues"] else None
+        tasks = found["tasks"][0] if found["tasks"] else None
+        if dialogues is None and tasks is None:
+            raise RecordError("upload", "files", "no dialogues*.jsonl or tasks*.jsonl in it")
+        try:
+            report = import_jsonl(service.store, dialogues=dialogues, tasks=tasks, dry_run=dry_run)
+        except StoreError as error:  # ImportRejected: the report lists every bad record
+            return str(error)
+        return report.summary()
