@@ -18,6 +18,7 @@ from annotation_ui.presentation import stored_level
 from rewardlab.store import Store
 
 playwright = pytest.importorskip("playwright.sync_api")
+expect = playwright.expect  # retries until the page reaches the state: no race with rendering
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 if not Path(CHROMIUM).exists():
     pytest.skip(
@@ -96,15 +97,15 @@ def test_annotate_with_the_keyboard_submit_reload_and_find_it_stored(app, contex
     page = context.new_page()
     log_in(page, url, "ann-1")
     task = wait_for_task(page, "spoken-t")
-    assert page.inner_text("#rl-progress") == "0 of 40 today"
+    expect(page.locator("#rl-progress")).to_have_text("0 of 40 today")
     page.get_by_text("Guidelines and keyboard shortcuts").click()  # one click away
-    assert page.get_by_text("choose a level (left to right)").is_visible()
+    expect(page.get_by_text("choose a level (left to right)")).to_be_visible()
 
     focus_page(page)
     page.keyboard.press("3")  # "Response 1 slightly better"
     labels = page.locator("#rl-level label")
     assert labels.count() == 7 and "Response 1 slightly better" in labels.nth(2).inner_text()
-    assert page.locator("#rl-level input").nth(2).is_checked()
+    expect(page.locator("#rl-level input").nth(2)).to_be_checked()
     page.keyboard.press("Enter")  # refused: the responses were not listened to
     page.get_by_text("to the end before submitting").first.wait_for(timeout=15_000)
 
@@ -112,7 +113,7 @@ def test_annotate_with_the_keyboard_submit_reload_and_find_it_stored(app, contex
     for clip in [history_clip, *task["candidateClips"]]:
         play_to_end(page, clip)
     badges = page.locator(".rl-response .rl-listened")
-    assert badges.all_inner_texts() == ["played to the end", "played to the end"]
+    expect(badges).to_have_text(["played to the end", "played to the end"])
     page.locator(
         "#rl-rubric input[data-response=response_1][data-criterion=pacing][value='4']"
     ).check()
@@ -120,11 +121,11 @@ def test_annotate_with_the_keyboard_submit_reload_and_find_it_stored(app, contex
     focus_page(page)
     page.keyboard.press("Enter")
     wait_for_task(page, "xss-t")
-    assert page.inner_text("#rl-progress") == "1 of 40 today"
+    expect(page.locator("#rl-progress")).to_have_text("1 of 40 today")
 
     page.reload()
     assert shown_task(page)["taskId"] == "xss-t"  # the open task resumes
-    assert page.inner_text("#rl-progress") == "1 of 40 today"
+    expect(page.locator("#rl-progress")).to_have_text("1 of 40 today")
     page.screenshot(path=tmp_path / "annotated.png", full_page=True)
     assert (tmp_path / "annotated.png").stat().st_size > 20_000
 
@@ -152,7 +153,7 @@ def test_a_draft_survives_a_reload_and_a_dropped_connection(app, context):
     page.wait_for_function(
         "() => document.querySelector('#rl-rationale textarea').value === 'first thoughts'"
     )
-    assert page.locator("#rl-level input").nth(4).is_checked()
+    expect(page.locator("#rl-level input").nth(4)).to_be_checked()
 
     context.set_offline(True)
     page.locator("#rl-rationale textarea").press_sequentially(", typed offline")
@@ -186,7 +187,7 @@ def test_a_double_click_submits_once(app, context):
     page.wait_for_timeout(1_000)
     with Store(project) as store:
         assert [j.task_id for j in store.judgments(annotator_id="ann-3")] == ["spoken-t"]
-    assert page.inner_text("#rl-progress") == "1 of 40 today"
+    expect(page.locator("#rl-progress")).to_have_text("1 of 40 today")
 
 
 def test_html_in_the_data_and_in_a_rationale_is_shown_as_text(app, browser, context):
