@@ -110,6 +110,7 @@ def cmd_demo_data(args: argparse.Namespace) -> None:
 
     config = DemoConfig(
         n=args.n,
+        pairs_per_dialogue=args.pairs,
         seed=args.seed,
         k=args.k,
         annotators=args.annotators,
@@ -289,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = verbs.add_parser("demo-data", help="build the demo world as a judged project")
     demo.add_argument("--out", required=True, type=Path, help="project folder to create")
     demo.add_argument("--n", type=int, default=240, help="dialogues (default 240)")
+    demo.add_argument(
+        "--pairs", type=int, default=1, help="tasks per dialogue: candidate pairs (default 1)"
+    )
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--k", type=int, default=3)
     demo.add_argument("--annotators", type=int, default=8, help="simulated annotators")

@@ -12,7 +12,7 @@ import pytest
 
 from rewardlab.audio import load_ref
 from rewardlab.demo import DemoConfig, build_demo_project
-from rewardlab.demo.world import Reply, make_scenes, true_level
+from rewardlab.demo.world import Reply, make_scenes, more_pairs, true_level
 from rewardlab.store import Store
 from rewardlab.store.export import judgments_frame
 
@@ -66,6 +66,46 @@ def test_audio_only_twins_differ_only_in_how_they_sound():
         assert scene.reply_text(scene.policy) == other.reply_text(other.policy)
         assert scene.reply_text(scene.reference) == other.reply_text(other.reference)
         assert true_level(scene, 3) == -true_level(other, 3) != 0
+
+
+def test_more_pairs_share_the_dialogue_and_keep_twins_audio_only():
+    scenes = make_scenes(120, seed=5)
+    extra = more_pairs(scenes, 4, seed=5)
+    assert len(extra) == 3 * len(scenes) and extra == more_pairs(scenes, 4, seed=5)
+    by_key = {(s.index, s.pair): s for s in extra}
+    for scene in extra:
+        base = scenes[scene.index]
+        assert [t.text for t in scene.user_turns()] == [t.text for t in base.user_turns()]
+        if scene.audio_only:
+            twin = by_key[(scene.twin, scene.pair)]
+            assert scene.reply_text(scene.policy) == twin.reply_text(twin.policy)
+            assert scene.reply_text(scene.reference) == twin.reply_text(twin.reference)
+            assert true_level(scene, 3) == -true_level(twin, 3) != 0
+        else:  # an axis the dialogue can support
+            assert scene.axis != "correction" or base.stale_value
+            assert scene.axis != "retention" or base.instruction
+    # the same context with opposite verdicts: the reply decides, not the dialogue
+    signs = {}
+    for scene in scenes + extra:
+        signs.setdefault(scene.index, set()).add(np.sign(true_level(scene, 3)))
+    assert sum({-1, 1} <= found for found in signs.values()) > len(scenes) / 3
+    with pytest.raises(ValueError, match="per_dialogue"):
+        more_pairs(scenes, 0, seed=5)
+
+
+def test_a_world_with_several_pairs_per_dialogue(tmp_path: Path):
+    config = DemoConfig(n=6, seed=11, pairs_per_dialogue=3)
+    with build_demo_project(tmp_path / "p", config, progress=False) as store:
+        assert (store.count("dialogues"), store.count("tasks")) == (6, 18)
+        tasks = store.tasks()
+        assert {t.id for t in tasks if t.dialogue_id == "demo-d00002"} == {
+            "demo-t00002",
+            "demo-t00002-p1",
+            "demo-t00002-p2",
+        }
+        assert store.count("judgments") == 18 * config.annotators_per_task
+    with pytest.raises(ValueError, match="pairs_per_dialogue"):
+        DemoConfig(pairs_per_dialogue=0)
 
 
 def test_every_axis_and_level_occurs():

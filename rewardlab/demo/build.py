@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from rewardlab.demo.annotators import judge, make_annotators
 from rewardlab.demo.tts import synthesise_all
-from rewardlab.demo.world import ACKNOWLEDGEMENTS, Scene, make_scenes, true_level
+from rewardlab.demo.world import ACKNOWLEDGEMENTS, Scene, make_scenes, more_pairs, true_level
 from rewardlab.schema import ProjectSettings
 from rewardlab.store import DB_NAME, Store
 from rewardlab.store.importer import import_jsonl
@@ -28,7 +28,8 @@ from rewardlab.store.importer import import_jsonl
 
 @dataclass(frozen=True)
 class DemoConfig:
-    n: int = 240  # dialogues (each ends in one task)
+    n: int = 240  # dialogues
+    pairs_per_dialogue: int = 1  # tasks per dialogue: different candidate pairs, same context
     seed: int = 0
     k: int = 3
     annotators: int = 8
@@ -40,11 +41,20 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if self.n < 2:
             raise ValueError(f"n must be at least 2 (audio-only items come in twins), got {self.n}")
+        if self.pairs_per_dialogue < 1:
+            raise ValueError(
+                f"pairs_per_dialogue must be at least 1, got {self.pairs_per_dialogue}"
+            )
         if not 1 <= self.annotators_per_task <= self.annotators:
             raise ValueError(
                 f"annotators_per_task={self.annotators_per_task} must be in 1..annotators"
                 f" ({self.annotators})"
             )
+
+
+def task_id(index: int, pair: int) -> str:
+    """The first pair keeps the plain id, so a one-pair world's ids never change."""
+    return f"demo-t{index:05d}" + (f"-p{pair}" if pair else "")
 
 
 def scene_records(scene: Scene, k: int, gold: bool) -> tuple[dict, dict]:
@@ -62,14 +72,14 @@ def scene_records(scene: Scene, k: int, gold: bool) -> tuple[dict, dict]:
                     "text": ACKNOWLEDGEMENTS[(base + i) % len(ACKNOWLEDGEMENTS)],
                 }
             )
-    dialogue_id, task_id = f"demo-d{scene.index:05d}", f"demo-t{scene.index:05d}"
+    dialogue_id = f"demo-d{scene.index:05d}"
     level = true_level(scene, k)
     truth = {
         "level": level,
         "axis": scene.axis,
         "rubric_axis": "memory" if scene.axis == "correction" else scene.axis,
         "audio_only": scene.audio_only,
-        "twin": None if scene.twin is None else f"demo-t{scene.twin:05d}",
+        "twin": None if scene.twin is None else task_id(scene.twin, scene.pair),
         "mood": scene.mood,
         "scores": {
             "policy": scene.scores(scene.policy),
@@ -77,7 +87,7 @@ def scene_records(scene: Scene, k: int, gold: bool) -> tuple[dict, dict]:
         },
     }
     task = {
-        "id": task_id,
+        "id": task_id(scene.index, scene.pair),
         "dialogue_id": dialogue_id,
         "turn_index": len(turns) - 1,
         "policy": {"text": scene.reply_text(scene.policy), "source": "demo-policy"},
@@ -130,6 +140,9 @@ def build_demo_project(
         store.media_root,
         progress=progress,
     )
+    scenes += more_pairs(
+        scenes, config.pairs_per_dialogue, config.seed, rubric_share=config.rubric_share
+    )
     source = out / "source"
     source.mkdir()
     with (
@@ -138,7 +151,8 @@ def build_demo_project(
     ):
         for scene in scenes:
             dialogue, task = scene_records(scene, config.k, gold=rng.random() < config.gold_share)
-            dialogues.write(json.dumps(dialogue) + "\n")
+            if scene.pair == 0:  # the extra pairs share their dialogue
+                dialogues.write(json.dumps(dialogue) + "\n")
             tasks.write(json.dumps(task) + "\n")
     import_jsonl(
         store,

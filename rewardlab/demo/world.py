@@ -17,13 +17,18 @@ the rubric's own axis only (times two) for a rubric task, clipped to -K..K. "Aud
 come in twins: the same transcripts and the same two candidates, spoken in two moods, so the
 twins have opposite levels and only the audio can tell them apart.
 
+A dialogue can end in several tasks, each a different pair of candidates for the same last
+turn (`more_pairs`), as when several policy samples are judged per prompt. The same context
+then appears with better and worse replies, so what decides the level is the reply read
+against the context, not anything the context alone carries.
+
 Everything here is pure and seeded; `rewardlab.demo.build` turns it into audio and a store.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from rewardlab.demo.tts import Speech
 
@@ -106,6 +111,7 @@ class Scene:
     axis: str
     audio_only: bool = False
     twin: int | None = None
+    pair: int = 0  # which of the dialogue's candidate pairs this task is
     truth: dict = field(default_factory=dict)
 
     def user_turns(self) -> list[Speech]:
@@ -242,3 +248,60 @@ def make_scenes(
             scene.rubric_id = rng.choice(AXIS_RUBRICS[axis])
         scenes.append(scene)
     return scenes[:n]
+
+
+def more_pairs(
+    scenes: list[Scene], per_dialogue: int, seed: int, *, rubric_share: float = 0.4
+) -> list[Scene]:
+    """`per_dialogue - 1` further tasks for each scene's dialogue: other candidate pairs.
+
+    Audio-only twins get the same new pairs (so each stays audio-only with opposite levels);
+    any other dialogue gets pairs differing on an axis its dialogue supports (correction only
+    after a correction, retention only with a standing instruction), ties included.
+    """
+    if per_dialogue < 1:
+        raise ValueError(f"per_dialogue must be at least 1, got {per_dialogue}")
+    rng = random.Random(f"{seed}:pairs")
+    moods = list(MOODS)
+    extra: list[Scene] = []
+    shared: dict[tuple[int, int], tuple[Reply, Reply, str | None]] = {}
+    for scene in scenes:
+        for pair in range(1, per_dialogue):
+            if scene.audio_only and scene.twin is not None:
+                key = (min(scene.index, scene.twin), pair)
+                if key not in shared:
+                    tones = rng.sample([scene.mood, scenes[scene.twin].mood], 2)
+                    memory, retention = scene.policy.memory, scene.policy.retention
+                    rubric = (
+                        rng.choice(AXIS_RUBRICS["tone"]) if rng.random() < rubric_share else None
+                    )
+                    shared[key] = (
+                        Reply(tones[0], memory, retention),
+                        Reply(tones[1], memory, retention),
+                        rubric,
+                    )
+                policy, reference, rubric = shared[key]
+                extra.append(
+                    replace(scene, policy=policy, reference=reference, rubric_id=rubric, pair=pair)
+                )
+                continue
+            axes = ["tone", "memory"]
+            axes += ["correction"] if scene.stale_value else []
+            axes += ["retention"] if scene.instruction else []
+            axis = rng.choice(axes)
+            policy = _reply(rng, scene.mood, moods)
+            reference = policy if rng.random() < 0.12 else _vary(rng, policy, axis)
+            if rng.random() < 0.5:
+                policy, reference = reference, policy
+            rubric = rng.choice(AXIS_RUBRICS[axis]) if rng.random() < rubric_share else None
+            extra.append(
+                replace(
+                    scene,
+                    policy=policy,
+                    reference=reference,
+                    rubric_id=rubric,
+                    axis=axis,
+                    pair=pair,
+                )
+            )
+    return extra

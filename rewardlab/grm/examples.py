@@ -5,9 +5,10 @@ task judged +2, +2, +1 teaches 2/3 on +2 and 1/3 on +1, not just the majority), 
 annotator rationale as the critique, re-labelled so that "Response 1" is the policy. Swapping
 (the other presentation order, target reversed) happens at batch time, see `GRMCollator`.
 
-Splits keep *leakage groups* together: tasks whose transcripts and candidates are identical
-(e.g. the same words spoken in two moods) land on the same side, so held-out accuracy on
-audio-only pairs cannot come from memorised text.
+Splits keep *leakage groups* together: tasks whose dialogue transcripts are identical (every
+pair judged on one dialogue, and the same words spoken in two moods) land on the same side, so
+held-out accuracy cannot come from a memorised context, nor on audio-only pairs from
+memorised text.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class GRMExample:
     item: JudgeItem
     target: np.ndarray  # (2K+1,) soft target over -K..K, policy vs reference; sums to 1
     critique: str | None  # labelled policy-first: "Response 1" is the policy
-    group: str  # leakage group: identical text, whatever the audio
+    group: str  # leakage group: identical dialogue text, whatever the audio and candidates
 
     @property
     def task_id(self) -> str:
@@ -68,11 +69,7 @@ def examples_from_frame(
     examples = []
     for row in tasks.iter_rows(named=True):
         item = _item(row, rubrics)
-        text = "\n".join(
-            [t.text or "" for t in item.dialogue.turns]
-            + [item.task.policy.text]
-            + [item.task.reference.text]
-        )
+        text = "\n".join(t.text or "" for t in item.dialogue.turns)
         examples.append(
             GRMExample(
                 item=item,
