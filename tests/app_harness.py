@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import httpx
 from builders import write_jsonl
+from processes import free_port, stop_process
 
 from rewardlab.demo import DemoConfig, build_demo_project
 from rewardlab.demo.tts import Speech, synthesise
@@ -104,12 +104,6 @@ def make_project(root: Path, n_tasks: int, *, gold: int = 0, **settings) -> Stor
     return store
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextmanager
 def running_app(project: Path, log: Path) -> Iterator[str]:
     """`rewardlab serve PROJECT` on a free port; yields its URL once it answers."""
@@ -138,12 +132,7 @@ def running_app(project: Path, log: Path) -> Iterator[str]:
                 time.sleep(0.3)
             yield url
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            stop_process(server)
 
 
 @contextmanager

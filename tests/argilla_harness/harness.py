@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from processes import free_port, stop_process  # tests/, on the path under pytest
 
 SERVER_PINS = ("argilla-server==2.8.0", "click<8.2")
 HERE = Path(__file__).resolve().parent
@@ -75,12 +76,6 @@ def server_venv() -> Path:
 def _die_with_parent() -> None:
     """Linux: SIGTERM this child when the test process dies, even by SIGKILL (no orphans)."""
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _wait(check, what: str, process: subprocess.Popen, log: Path, timeout: float) -> None:
@@ -161,12 +156,7 @@ class ArgillaServer:
 
     def stop(self) -> None:
         for process in reversed(self.processes):
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, timeout=15)
         self.processes.clear()
 
     def __enter__(self) -> ArgillaServer:
