@@ -33,7 +33,12 @@ demo: setup
 	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab train-grm --config training/grm_demo.yaml \
 		--model_path $(DEMO_DIR)/tiny-grm-init --data $(DEMO_DIR) --output_dir $(DEMO_DIR)/grm \
 		--max_steps $(GRM_STEPS)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab calibrate --grm $(DEMO_DIR)/grm/final --data $(DEMO_DIR) \
+		--method temperature
+	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab evaluate --grm $(DEMO_DIR)/grm/final --data $(DEMO_DIR) \
+		--out $(DEMO_DIR)/report --truth
 	@$(VENV)/bin/rewardlab demo-accounts $(DEMO_DIR)
+	@echo "GRM evaluation report: $(DEMO_DIR)/report/report.html (numbers: $(DEMO_DIR)/report/metrics.json)"
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest

@@ -8,6 +8,8 @@
     rewardlab tiny-grm --project P --out DIR              a random-init tiny GRM backbone
     rewardlab train-grm --config training/grm_demo.yaml   train + evaluate a GRM
     rewardlab judge MODEL --project P --out scores.jsonl  score tasks with a trained GRM
+    rewardlab calibrate --grm CKPT --data P --method M    fit the reward mapper's calibration
+    rewardlab evaluate --grm CKPT --data P --out DIR      report.html + metrics.json
     rewardlab argilla push PROJECT                        tasks to Argilla (ARGILLA_API_URL/KEY)
     rewardlab argilla pull PROJECT                        submitted Argilla responses as judgments
     rewardlab add-annotator PROJECT ID [--admin]          a login account for the web app
@@ -189,6 +191,45 @@ def cmd_judge(args: argparse.Namespace) -> None:
     print(f"judged {len(items)} tasks ({args.mode}) -> {args.out}")
 
 
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    from rewardlab.grm.evaluate import calibrate
+
+    mapper, summary = calibrate(
+        args.grm,
+        args.data,
+        args.method,
+        normalize=args.normalize,
+        clip=args.clip,
+        eval_share=args.eval_share,
+        split_seed=args.split_seed,
+        batch_size=args.batch_size,
+    )
+    fitted = f"T={mapper.temperature:.3f}" if mapper.temperature else "one map per level"
+    print(f"calibrated ({args.method}, {fitted}) on {int(summary['tasks'])} held-out tasks")
+    before, after = summary["ece_before"], summary["ece_after"]
+    print(f"ECE of P(policy better) on them: {before:.3f} -> {after:.3f}")
+    print(f"saved {args.grm / 'reward_mapper.json'}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from rewardlab.grm.evaluate import evaluate
+
+    report = evaluate(
+        args.grm,
+        args.data,
+        args.out,
+        truth=args.truth,
+        eval_share=args.eval_share,
+        split_seed=args.split_seed,
+        batch_size=args.batch_size,
+    )
+    metrics = json.loads((report.parent / "metrics.json").read_text())
+    for name in ("judge/accuracy", "judge/qwk", "judge/kendall_tau_b", "calibration/ece"):
+        value = metrics[name]
+        print(f"{name:<22} {'n/a' if value is None else f'{value:.3f}'}")
+    print(f"report: {report}")
+
+
 def cmd_argilla(args: argparse.Namespace) -> int:
     from annotation_ui.argilla_bridge import ArgillaSyncError, connect, pull, push, sdk_error
     from rewardlab.store import Store
@@ -325,6 +366,42 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--mode", choices=["direct", "reasoning"], default="direct")
     judge.add_argument("--batch-size", type=int, default=16)
     judge.set_defaults(run=cmd_judge)
+
+    for verb, help_text in (
+        ("calibrate", "fit a GRM's reward calibration on held-out judgments"),
+        ("evaluate", "a GRM and its reward on held-out tasks: report + JSON"),
+    ):
+        held = verbs.add_parser(
+            verb,
+            help=help_text,
+            epilog="tasks: the GRM's held-out split (eval_share, split_seed from CKPT's"
+            " grm_config.yaml unless given), halved: calibrate fits on one half, evaluate"
+            " reports on the other",
+        )
+        held.add_argument("--grm", required=True, type=Path, help="a trained GRM checkpoint")
+        held.add_argument("--data", required=True, type=Path, help="project or Parquet export")
+        held.add_argument("--eval-share", type=float, help="held-out share (1: all of --data)")
+        held.add_argument("--split-seed", type=int, help="seed of the train/held-out split")
+        held.add_argument("--batch-size", type=int, default=16)
+        if verb == "calibrate":
+            held.add_argument("--method", required=True, choices=["isotonic", "temperature"])
+            held.add_argument(
+                "--normalize",
+                choices=["none", "running", "fixed"],
+                help="reward normalisation (default: keep the saved mapper's, else none);"
+                " fixed: mean and std of these tasks' rewards",
+            )
+            held.add_argument("--clip", type=float, help="clip rewards to [-C, C] (0: no clip)")
+            held.set_defaults(run=cmd_calibrate)
+        else:
+            held.add_argument("--out", required=True, type=Path, help="folder for the report")
+            held.add_argument(
+                "--truth",
+                action="store_true",
+                help="score against task metadata truth.level where present (the demo"
+                " world) instead of the annotators' levels",
+            )
+            held.set_defaults(run=cmd_evaluate)
 
     argilla = verbs.add_parser("argilla", help="Argilla as the team backend (extra: argilla)")
     actions = argilla.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -11,6 +11,7 @@ audio, and with every clip replaced by the same second of silence).
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +109,8 @@ def train_grm(config: GRMConfig) -> dict[str, float]:
     trainer = GRMTrainer(grm.model, config, grm.encoder, train)
     trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
     out = Path(config.output_dir)
+    # final/ is replaced whole: a reward mapper calibrated for an earlier model must not survive
+    shutil.rmtree(out / "final", ignore_errors=True)
     grm.save(out / "final")
     save_config(config, out)
     save_config(config, out / "final")

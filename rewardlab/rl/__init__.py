@@ -1,0 +1,1 @@
+"""Reinforcement learning against the GRM: reward adapters (and, in time, the PPO trainer)."""

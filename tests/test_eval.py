@@ -1,0 +1,235 @@
+"""Evaluation of a GRM and its reward: every metric against a hand-worked value, then the real
+`rewardlab calibrate` / `rewardlab evaluate` on a tiny trained GRM over the demo world."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+
+from rewardlab.cli import main
+from rewardlab.demo import DemoConfig, build_demo_project
+from rewardlab.eval.agreement import krippendorff_alpha_ordinal
+from rewardlab.eval.judge_metrics import (
+    pairwise_accuracy,
+    position_consistency,
+    quadratic_weighted_kappa,
+)
+from rewardlab.eval.report import json_safe
+from rewardlab.eval.reward_metrics import (
+    alpha_with_rater,
+    evaluation_metrics,
+    expected_calibration_error,
+    kendall_tau_b,
+    p_policy_better,
+    pearson,
+    position_bias,
+    reliability,
+)
+from rewardlab.grm.examples import examples_from_frame, load_judgments, split_examples
+from rewardlab.reward import RewardMapper
+
+# -- metrics against hand-worked values --------------------------------------------------------
+
+
+def test_accuracy_counts_only_non_tie_pairs():
+    """Reference (2, 1, 0, -1): the tie is left out. Expected (1.2, -0.5, 0.3, 2.0): signs
+    agree on the first pair only, of three -> 1/3."""
+    expected = np.array([1.2, -0.5, 0.3, 2.0])
+    assert pairwise_accuracy(expected, np.array([2, 1, 0, -1])) == pytest.approx(1 / 3)
+
+
+def test_quadratic_weighted_kappa():
+    """K=1, reference (-1, 0, 1, 1), GRM (-1, 0, 0, 1). Weights (i - j)^2. Observed weighted
+    disagreement: one pair (1 vs 0) at weight 1 -> 1. Expected: row totals r = (1, 1, 2), column
+    totals c = (1, 2, 1), N = 4, sum_ij (i - j)^2 r_i c_j / N = (2 + 4 + 1 + 1 + 8 + 4) / 4 = 5.
+    kappa = 1 - 1/5 = 0.8."""
+    kappa = quadratic_weighted_kappa(np.array([-1.0, 0.1, 0.4, 0.9]), np.array([-1, 0, 1, 1]), 1)
+    assert kappa == pytest.approx(0.8)
+
+
+def test_kendall_tau_b_with_ties():
+    """x = (1, 2, 3, 4), y = (1, 1, 3, 2): of the 6 pairs, (1,2) is tied in y, (3,4) is
+    discordant, the other 4 concordant. tau-b = (4 - 1) / sqrt((6 - 0)(6 - 1)) = 3/sqrt(30)."""
+    tau = kendall_tau_b(np.array([1.0, 2, 3, 4]), np.array([1, 1, 3, 2]))
+    assert tau == pytest.approx(3 / math.sqrt(30))
+    assert math.isnan(kendall_tau_b(np.ones(4), np.array([1, 1, 3, 2])))
+
+
+def test_alpha_with_the_grm_as_one_more_rater():
+    """K=1, humans: task A (1, 1), task B (-1, 0); the GRM says A: 1, B: -1.
+
+    With the GRM: A = (1, 1, 1) adds 6/2 = 3 to o[1,1]; B = (-1, 0, -1) adds (2, 2; 2, 0)/2 to the
+    -1/0 block. n_c = (2, 1, 3), n = 6. Ordinal delta2: (-1,0) = (3 - 1.5)^2 = 2.25,
+    (-1,1) = (6 - 2.5)^2 = 12.25, (0,1) = (4 - 2)^2 = 4. Observed 2 * 2.25 = 4.5; expected
+    2 * (2*1*2.25 + 2*3*12.25 + 1*3*4) = 180. alpha = 1 - 5 * 4.5 / 180 = 0.875.
+    Humans alone: n_c = (1, 1, 2), n = 4, delta2 = 1, 6.25, 2.25; observed 2 * 1 = 2; expected
+    2 * (1 + 12.5 + 4.5) = 36; alpha = 1 - 3 * 2 / 36 = 5/6."""
+    humans = [[1, 1], [-1, 0]]
+    assert alpha_with_rater(humans, [1, -1], 1) == pytest.approx(0.875)
+    assert krippendorff_alpha_ordinal(humans, [-1, 0, 1]) == pytest.approx(5 / 6)
+
+
+def test_position_consistency_and_bias():
+    """Expected levels (policy first, policy second): (1, 0.5), (1, -1), (-0.2, -0.3). Same
+    winner in rows 1 and 3 -> 2/3. Bias = mean of half-differences (0.25, 1, 0.05) = 1.3/3."""
+    by_order = np.array([[1, 0.5], [1, -1], [-0.2, -0.3]])
+    assert position_consistency(by_order) == pytest.approx(2 / 3)
+    assert position_bias(by_order) == pytest.approx(1.3 / 3)
+
+
+def test_p_policy_better_and_ece_with_a_reliability_table():
+    """P(better | not a tie) of (0.2, 0.4, 0.4) over -1..1 = 0.4 / 0.6 = 2/3; all mass on the
+    tie -> 0.5. ECE with 2 bins, q = (0.9, 0.8, 0.3, 0.1), y = (1, 0, 0, 0): bin [0, 0.5) has
+    mean q 0.2 and frequency 0, bin [0.5, 1] mean q 0.85 and frequency 0.5;
+    ECE = 2/4 * 0.2 + 2/4 * 0.35 = 0.275."""
+    q = p_policy_better(np.array([[0.2, 0.4, 0.4], [0.0, 1.0, 0.0]]))
+    np.testing.assert_allclose(q, [2 / 3, 0.5])
+    q, y = np.array([0.9, 0.8, 0.3, 0.1]), np.array([1, 0, 0, 0])
+    assert expected_calibration_error(q, y, n_bins=2) == pytest.approx(0.275)
+    table = reliability(q, y, n_bins=2)
+    assert table["count"] == [2, 2] and table["frequency"] == [0.0, 0.5]
+    np.testing.assert_allclose(table["confidence"], [0.2, 0.85])
+    assert expected_calibration_error(np.array([1.0]), np.array([1])) == 0  # q = 1: last bin
+
+
+def test_length_bias_is_a_pearson_correlation():
+    """x = (1, 2, 3), y = (2, 4, 7): gaps (-1, 0, 1) and (-7/3, -1/3, 8/3); covariance sum 5,
+    norms sqrt(2) and sqrt(114)/3: r = 15 / sqrt(228)."""
+    assert pearson(np.array([1.0, 2, 3]), np.array([2.0, 4, 7])) == pytest.approx(15 / 228**0.5)
+
+
+def test_evaluation_metrics_break_down_by_group():
+    """K=1, four certain verdicts (rewards = expected levels) +1, -1, +1, 0 against reference
+    +1, +1, -1, 0 in groups a, a, b, b. Overall: non-tie pairs 1-3, right on the first only ->
+    1/3. Group a: 1 of 2 -> 0.5; group b: pair 3 wrong, pair 4 a tie -> 0 of 1. Lengths
+    (policy minus reference words) 1, 2, 3, 4 against rewards (1, -1, 1, 0): gaps from the mean
+    0.25: (0.75, -1.25, 0.75, -0.25) and (-1.5, -0.5, 0.5, 1.5), covariance sum -0.5, norms
+    sqrt(2.75) and sqrt(5): r = -0.5 / sqrt(13.75)."""
+    probs = np.zeros((4, 2, 3))
+    for i, level in enumerate([1, -1, 1, 0]):
+        probs[i, :, level + 1] = 1
+    reference = np.array([1, 1, -1, 0])
+    units = [[1, 1], [1, 0], [-1, -1], [0, 0]]
+    metrics = evaluation_metrics(
+        probs, RewardMapper(k=1), reference, units, np.array([1.0, 2, 3, 4]), {"g": list("aabb")}
+    )
+    assert metrics["judge/accuracy"] == pytest.approx(1 / 3)
+    assert metrics["by_g"]["a"]["accuracy"] == 0.5 and metrics["by_g"]["b"]["accuracy"] == 0
+    assert metrics["by_g"]["b"]["n_decided"] == 1
+    assert metrics["length/corr_reward"] == pytest.approx(-0.5 / 13.75**0.5)
+    assert metrics["judge/consistency"] == 1 and metrics["judge/position_bias"] == 0
+    assert metrics["calibration/method"] == "none"
+    assert metrics["calibration/ece"] == metrics["calibration/ece_raw"]
+    assert json_safe({"x": float("nan"), "y": [np.float64(1.5)]}) == {"x": None, "y": [1.5]}
+
+
+# -- the commands on a tiny trained GRM --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A demo project and a tiny audio GRM trained two steps on half of its leakage groups."""
+    root = tmp_path_factory.mktemp("evaluate")
+    project = root / "project"
+    build_demo_project(project, DemoConfig(n=32, seed=3), progress=False).close()
+    backbone = root / "backbone"
+    tiny = ["--project", project, "--out", backbone, "--hidden", "32", "--layers", "1"]
+    assert main(["tiny-grm", *map(str, tiny)]) == 0
+    recipe = root / "recipe.yaml"
+    recipe.write_text(
+        f"model_path: {backbone}\ndata: {project}\noutput_dir: {root / 'run'}\nmax_steps: 2\n"
+        "per_device_train_batch_size: 4\nuse_cpu: true\nsave_strategy: 'no'\neval_share: 0.5\n"
+        "split_seed: 7\nlearning_rate: 0.003\n"
+    )
+    assert main(["train-grm", "--config", str(recipe)]) == 0
+    return {"project": project, "backbone": backbone, "grm": root / "run" / "final"}
+
+
+def test_calibrate_and_evaluate_write_a_self_contained_report(trained, tmp_path, capsys):
+    grm, project = trained["grm"], trained["project"]
+    args = ["--grm", str(grm), "--data", str(project)]
+    assert main(["calibrate", *args, "--method", "temperature", "--clip", "3"]) == 0
+    assert "ECE of P(policy better)" in capsys.readouterr().out
+    saved = json.loads((grm / "reward_mapper.json").read_text())
+    assert saved["temperature"] > 0 and saved["clip"] == 3.0
+    assert saved["provenance"]["eval_share"] == 0.5 and saved["provenance"]["split_seed"] == 7
+
+    out = tmp_path / "report"
+    assert main(["evaluate", *args, "--out", str(out), "--truth"]) == 0
+    assert f"report: {out / 'report.html'}" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+
+    # the tasks are the second half of the GRM's own held-out split, never training tasks
+    frame, rubrics, _ = load_judgments(project)
+    train, held = split_examples(examples_from_frame(frame, rubrics, 3), 0.5, 7)
+    calibration, test = split_examples(held, 0.5, 7)
+    assert metrics["settings"]["tasks"] == [e.task_id for e in test]
+    assert not {e.task_id for e in train} & set(metrics["settings"]["tasks"])
+    assert metrics["judge/n"] == len(test) and calibration
+
+    for name in (
+        "judge/accuracy",
+        "judge/qwk",
+        "judge/kendall_tau_b",
+        "judge/consistency",
+        "agreement/alpha_with_grm",
+        "calibration/ece",
+        "length/corr_reward",
+    ):
+        assert metrics[name] is None or isinstance(metrics[name], float), name
+    assert metrics["calibration/method"] == "temperature"
+    assert {"by_rubric", "by_rubric_axis", "by_axis", "by_audio"} <= set(metrics)
+    assert {"audio_only", "text_decidable"} >= set(metrics["by_audio"])
+    assert metrics["silence"]["judge/n"] == len(test)  # the audio-removed ablation
+    assert metrics["settings"]["reference"].startswith("ground truth")
+    assert metrics["settings"]["mapper"]["temperature"] == saved["temperature"]
+
+    page = (out / "report.html").read_text()
+    images = re.findall(r"<img alt='(\w+)' src='data:image/png;base64,([A-Za-z0-9+/=]+)'>", page)
+    assert [name for name, _ in images] == [
+        "confusion",
+        "reward_by_level",
+        "position",
+        "reliability",
+        "length",
+        "breakdown",
+        "audio_ablation",
+    ]
+    assert page.count("<img") == 7 and all(len(data) > 1000 for _, data in images)
+    assert "http" not in page and "src='/" not in page  # nothing to fetch
+    for anchor in (
+        "agreement",
+        "position",
+        "calibration",
+        "length",
+        "breakdowns",
+        "audio",
+        "reward",
+        "settings",
+    ):
+        assert f"<h2 id='{anchor}'>" in page, anchor
+
+
+def test_isotonic_calibration_with_fixed_normalisation(trained):
+    grm, project = trained["grm"], trained["project"]
+    args = ["--grm", str(grm), "--data", str(project), "--method", "isotonic"]
+    assert main(["calibrate", *args, "--normalize", "fixed", "--clip", "0"]) == 0
+    saved = json.loads((grm / "reward_mapper.json").read_text())
+    assert saved["isotonic"] and saved["temperature"] is None
+    assert saved["normalize"] == "fixed" and saved["count"] > 0 and saved["clip"] is None
+
+
+def test_bad_input_names_the_file_and_the_fix(trained, capsys):
+    untrained = ["--grm", str(trained["backbone"]), "--data", str(trained["project"])]
+    assert main(["calibrate", *untrained, "--method", "isotonic"]) == 1
+    error = capsys.readouterr().err
+    assert "grm_config.yaml not found" in error and "--eval-share" in error
+    assert (
+        main(["evaluate", *untrained, "--out", "x", "--eval-share", "0.02", "--split-seed", "0"])
+        == 1
+    )
+    assert "at least 2 are needed" in capsys.readouterr().err
