@@ -113,6 +113,7 @@ def cmd_demo_data(args: argparse.Namespace) -> None:
     config = DemoConfig(
         n=args.n,
         pairs_per_dialogue=args.pairs,
+        audio_only_share=args.audio_only_share,
         seed=args.seed,
         k=args.k,
         annotators=args.annotators,
@@ -333,6 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--n", type=int, default=240, help="dialogues (default 240)")
     demo.add_argument(
         "--pairs", type=int, default=1, help="tasks per dialogue: candidate pairs (default 1)"
+    )
+    demo.add_argument(
+        "--audio-only-share",
+        type=float,
+        default=0.3,
+        help="share of dialogues in audio-only twins (default 0.3)",
     )
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--k", type=int, default=3)

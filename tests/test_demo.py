@@ -106,6 +106,8 @@ def test_a_world_with_several_pairs_per_dialogue(tmp_path: Path):
         assert store.count("judgments") == 18 * config.annotators_per_task
     with pytest.raises(ValueError, match="pairs_per_dialogue"):
         DemoConfig(pairs_per_dialogue=0)
+    with pytest.raises(ValueError, match="audio_only_share"):
+        DemoConfig(audio_only_share=1.5)
 
 
 def test_every_axis_and_level_occurs():

@@ -41,6 +41,9 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if self.n < 2:
             raise ValueError(f"n must be at least 2 (audio-only items come in twins), got {self.n}")
+        for name in ("audio_only_share", "rubric_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.pairs_per_dialogue < 1:
             raise ValueError(
                 f"pairs_per_dialogue must be at least 1, got {self.pairs_per_dialogue}"
