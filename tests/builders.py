@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from rewardlab.audio import write_audio
+from rewardlab.grm.tiny import TinySize
 from rewardlab.schema import Judgment
 
 
@@ -57,3 +58,18 @@ def judgment(
     return Judgment(
         id=judgment_id, task_id=task_id, annotator_id=annotator_id, level=level, **extra
     )
+
+
+# a tiny GRM backbone that builds and trains in seconds (tests check mechanics, not learning)
+TINY_GRM_SIZE = TinySize(
+    hidden_size=32,
+    layers=2,
+    heads=2,
+    kv_heads=1,
+    intermediate_size=64,
+    audio_d_model=32,
+    audio_layers=1,
+    audio_heads=2,
+    audio_ffn=64,
+    vocab_size=600,
+)

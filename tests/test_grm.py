@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from builders import TINY_GRM_SIZE
 from peft import LoraConfig
 from transformers import TrainerCallback
 
@@ -28,18 +29,7 @@ from rewardlab.grm.model import GenerativeRewardModel
 from rewardlab.grm.tiny import TinySize, build_tiny_backbone, corpus_texts
 from rewardlab.schema import AudioRef
 
-SMALL = TinySize(
-    hidden_size=32,
-    layers=2,
-    heads=2,
-    kv_heads=1,
-    intermediate_size=64,
-    audio_d_model=32,
-    audio_layers=1,
-    audio_heads=2,
-    audio_ffn=64,
-    vocab_size=600,
-)
+SMALL = TINY_GRM_SIZE
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,12 @@ Qwen2 text model. Both are built from configs with a tokenizer trained here."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
+from builders import TINY_GRM_SIZE
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
@@ -17,24 +20,13 @@ from rewardlab.grm.encoding import JudgeItem
 from rewardlab.grm.examples import examples_from_frame, load_judgments
 from rewardlab.grm.judge_format import JudgeFormat
 from rewardlab.grm.model import GenerativeRewardModel
-from rewardlab.grm.tiny import TinySize, build_tiny_backbone, corpus_texts
+from rewardlab.grm.tiny import build_tiny_backbone, corpus_texts
 from rewardlab.reward import RewardMapper
 from rewardlab.rl.grm_reward import GRMReward
 from rewardlab.schema import Candidate, Dialogue, Task, Turn
 from rewardlab.store import Store
 
-SMALL = TinySize(
-    hidden_size=32,
-    layers=1,
-    heads=2,
-    kv_heads=1,
-    intermediate_size=64,
-    audio_d_model=32,
-    audio_layers=1,
-    audio_heads=2,
-    audio_ffn=64,
-    vocab_size=600,
-)
+SMALL = replace(TINY_GRM_SIZE, layers=1)
 
 
 @pytest.fixture(scope="module")
