@@ -176,6 +176,57 @@ def test_history_warmup_shows_only_the_last_turn_then_the_whole_dialogue(world):
         grm.encoder.encode(example.item, "policy_first", last_turns=0)
 
 
+def test_history_restart_gives_the_full_prompts_their_own_schedule(world, tmp_path):
+    """history_warmup_steps=4, max_steps=10, warmup_steps=2, learning_rate 3e-3, restart at 1e-3:
+    steps 0-3 warm up (1/2, 2/2 of 3e-3) then decay by cosine over the 2 steps left,
+    (1 + cos(0)) / 2 = 1 and (1 + cos(pi / 2)) / 2 = 1/2; steps 4-9 do the same with 6 steps
+    and a 1e-3 peak: 1/2, 2/2, then the cosine at 0, 1/4, 2/4, 3/4 of its 4 steps."""
+    grm = grm_of(world)
+    args = config(
+        tmp_path,
+        max_steps=10,
+        warmup_steps=2,
+        history_warmup_steps=4,
+        history_restart_lr=1e-3,
+    )
+    trainer = GRMTrainer(grm.model, args, grm.encoder, world["examples"][:4])
+    trainer.create_optimizer_and_scheduler(num_training_steps=10)
+    rates = []
+    for _ in range(10):
+        rates.append(trainer.lr_scheduler.get_last_lr()[0])
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    cosine = [0.5 * (1 + np.cos(np.pi * q / 4)) for q in range(4)]
+    expected = [1.5e-3, 3e-3, 3e-3, 1.5e-3, 0.5e-3, 1e-3, *(1e-3 * c for c in cosine)]
+    assert rates == pytest.approx(expected)
+    plain = GRMTrainer(
+        grm.model, config(tmp_path, max_steps=10, history_warmup_steps=4), grm.encoder, []
+    )
+    plain.create_optimizer_and_scheduler(num_training_steps=10)
+    plain_rates = []
+    for _ in range(10):
+        plain_rates.append(plain.lr_scheduler.get_last_lr()[0])
+        plain.optimizer.step()
+        plain.lr_scheduler.step()
+    assert plain_rates == sorted(plain_rates, reverse=True)  # one decay, no restart
+    with pytest.raises(ValueError, match="history_restart_lr"):
+        config(tmp_path, history_restart_lr=1e-3)  # no warm-up to end
+    with pytest.raises(ValueError, match="history_restart_lr"):
+        config(tmp_path, max_steps=6, history_warmup_steps=6, history_restart_lr=1e-3)
+
+
+def test_history_restart_resets_the_optimizer_moments_when_the_warm_up_ends(world, tmp_path):
+    grm = grm_of(world)
+    args = config(tmp_path, max_steps=5, history_warmup_steps=2, history_restart_lr=1e-3)
+    trainer = GRMTrainer(grm.model, args, grm.encoder, world["examples"][:8])
+    trainer.train()
+    steps = {int(s["step"]) for s in trainer.optimizer.state.values()}
+    assert steps == {3}  # the moments count only the 3 full-prompt steps
+    plain = GRMTrainer(grm.model, config(tmp_path, max_steps=5), grm.encoder, world["examples"])
+    plain.train()
+    assert {int(s["step"]) for s in plain.optimizer.state.values()} == {5}
+
+
 def test_tiny_backbones_initialise_their_language_model_for_their_width(world):
     assert TinySize(hidden_size=100).initializer_range == pytest.approx(0.1)
     assert TinySize(hidden_size=100, init_std=0.02).initializer_range == 0.02

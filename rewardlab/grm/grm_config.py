@@ -72,6 +72,16 @@ class GRMConfig(TrainingArguments):
             "prompts: attention finds the cue before it has to search the whole dialogue)"
         },
     )
+    history_restart_lr: float = field(
+        default=0.0,
+        metadata={
+            "help": "with history_warmup_steps: 0 keeps one learning-rate schedule over the "
+            "run; > 0 gives the warm-up its own cosine schedule, ending at the warm-up's end, "
+            "then starts a second one (warmup_steps up to this peak, cosine to the end) for "
+            "the full prompts. What a random-init judge learned from the last turn alone "
+            "carried over to full prompts only this way"
+        },
+    )
     # -- TrainingArguments defaults that suit this trainer -----------------------------------
     remove_unused_columns: bool = False  # the collator builds the model inputs itself
     train_sampling_strategy: str = "group_by_length"  # batches of similar prompt length
@@ -87,6 +97,14 @@ class GRMConfig(TrainingArguments):
             raise ValueError(f"lora_r must be >= 0 (0 = full fine-tuning), got {self.lora_r}")
         if self.history_warmup_steps < 0:
             raise ValueError(f"history_warmup_steps must be >= 0, got {self.history_warmup_steps}")
+        if self.history_restart_lr < 0:
+            raise ValueError(f"history_restart_lr must be >= 0, got {self.history_restart_lr}")
+        if self.history_restart_lr and not 0 < self.history_warmup_steps < self.max_steps:
+            raise ValueError(
+                "history_restart_lr restarts the schedule when the history warm-up ends: it"
+                " needs 0 < history_warmup_steps < max_steps, got"
+                f" history_warmup_steps={self.history_warmup_steps}, max_steps={self.max_steps}"
+            )
         self.curriculum_stages()  # fails early on a malformed spec
         if self.critique_weight < 0:
             raise ValueError(f"critique_weight must be >= 0, got {self.critique_weight}")
