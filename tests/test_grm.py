@@ -189,25 +189,22 @@ def test_history_restart_gives_the_full_prompts_their_own_schedule(world, tmp_pa
         history_warmup_steps=4,
         history_restart_lr=1e-3,
     )
-    trainer = GRMTrainer(grm.model, args, grm.encoder, world["examples"][:4])
-    trainer.create_optimizer_and_scheduler(num_training_steps=10)
-    rates = []
-    for _ in range(10):
-        rates.append(trainer.lr_scheduler.get_last_lr()[0])
-        trainer.optimizer.step()
-        trainer.lr_scheduler.step()
+
+    def rates_of(trainer: GRMTrainer) -> list[float]:
+        trainer.create_optimizer_and_scheduler(num_training_steps=10)
+        rates = []
+        for _ in range(10):
+            rates.append(trainer.lr_scheduler.get_last_lr()[0])
+            trainer.optimizer.step()
+            trainer.lr_scheduler.step()
+        return rates
+
+    rates = rates_of(GRMTrainer(grm.model, args, grm.encoder, world["examples"][:4]))
     cosine = [0.5 * (1 + np.cos(np.pi * q / 4)) for q in range(4)]
     expected = [1.5e-3, 3e-3, 3e-3, 1.5e-3, 0.5e-3, 1e-3, *(1e-3 * c for c in cosine)]
     assert rates == pytest.approx(expected)
-    plain = GRMTrainer(
-        grm.model, config(tmp_path, max_steps=10, history_warmup_steps=4), grm.encoder, []
-    )
-    plain.create_optimizer_and_scheduler(num_training_steps=10)
-    plain_rates = []
-    for _ in range(10):
-        plain_rates.append(plain.lr_scheduler.get_last_lr()[0])
-        plain.optimizer.step()
-        plain.lr_scheduler.step()
+    plain_args = config(tmp_path, max_steps=10, history_warmup_steps=4)
+    plain_rates = rates_of(GRMTrainer(grm.model, plain_args, grm.encoder, []))
     assert plain_rates == sorted(plain_rates, reverse=True)  # one decay, no restart
     with pytest.raises(ValueError, match="history_restart_lr"):
         config(tmp_path, history_restart_lr=1e-3)  # no warm-up to end
