@@ -97,15 +97,6 @@ def load_grm(checkpoint: Path, held: HeldOut) -> GenerativeRewardModel:
     return grm
 
 
-def human_levels(examples: list[GRMExample]) -> np.ndarray:
-    """The annotators' mean level per task, rounded (as `reference_levels` does without truth)."""
-    return np.asarray([round(float(e.target @ _levels(len(e.target)))) for e in examples])
-
-
-def _levels(size: int) -> np.ndarray:
-    return np.arange(size, dtype=np.float64) - (size - 1) // 2
-
-
 def calibrate(
     checkpoint: Path,
     data: Path,
@@ -134,7 +125,7 @@ def calibrate(
     mapper = mapper.calibrated(probs, targets, method)
     if mapper.normalize == "fixed":
         mapper = mapper.with_fixed_normalization(probs)
-    reference = human_levels(examples)
+    reference = reference_levels(examples, truth=False)  # calibrate to people
     decided = reference != 0
     outcome = reference[decided] > 0
     summary = {
@@ -195,7 +186,7 @@ def evaluate(
     mapper = RewardMapper.load(checkpoint, k=held.k)
     examples, k = held.test, held.k
     items = [e.item for e in examples]
-    reference = reference_levels(examples) if truth else human_levels(examples)
+    reference = reference_levels(examples, truth=truth)
     levels = dict(held.judgments.group_by("task_id").agg("level").iter_rows())
     units = [levels[e.task_id] for e in examples]
     length_diff = np.asarray(
@@ -209,7 +200,7 @@ def evaluate(
     if grm.encoder.is_audio:
         muted = grm.judge(items, audio="silence", batch_size=batch_size, progress=True).probs
         silence = evaluation_metrics(muted, mapper, reference, units, length_diff, labels)
-    expected = probs @ _levels(2 * k + 1)  # (N, O)
+    expected = probs @ np.arange(-k, k + 1, dtype=np.float64)  # (N, O)
     rewards = mapper(probs, update=False)
     figures = {
         "confusion": plot_confusion(

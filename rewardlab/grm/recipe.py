@@ -29,14 +29,14 @@ from rewardlab.grm.grm_trainer import GRMTrainer, save_config
 from rewardlab.grm.model import GenerativeRewardModel
 
 
-def reference_levels(examples: list[GRMExample]) -> np.ndarray:
+def reference_levels(examples: list[GRMExample], *, truth: bool = True) -> np.ndarray:
     """The known level where the data has one (``metadata.truth.level``, as in the demo
-    world), else the annotators' mean level."""
+    world) and `truth` is on, else the annotators' mean level, rounded."""
     levels = []
     for example in examples:
-        truth = example.item.task.metadata.get("truth", {})
-        if "level" in truth:
-            levels.append(truth["level"])
+        known = example.item.task.metadata.get("truth", {}) if truth else {}
+        if "level" in known:
+            levels.append(known["level"])
         else:
             k = (len(example.target) - 1) // 2
             levels.append(round(float(example.target @ np.arange(-k, k + 1))))
