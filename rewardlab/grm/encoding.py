@@ -57,6 +57,72 @@ def audio_token_count(frames: int) -> int:
     return (((frames - 1) // 2 + 1) - 2) // 2 + 1
 
 
+class ClipFeatures:
+    """Log-mel features of clips for one feature extractor, cached by content hash.
+
+    Shared by the judge's and the policy's prompt encoders: a clip heard in many prompts is
+    decoded and transformed once.
+    """
+
+    def __init__(self, feature_extractor: Any, media_root: Path | None, cache_clips: int = 8192):
+        self.extractor = feature_extractor
+        self.media_root = Path(media_root) if media_root else None
+        self._cache: OrderedDict[tuple[str, str], tuple[np.ndarray, int]] = OrderedDict()
+        self._cache_size = cache_clips
+
+    def __call__(self, owner: str, ref: Any, mode: AudioMode) -> tuple[np.ndarray, int]:
+        """(features (mel, frames) float16, valid frames) of clip `ref`; `owner` names the
+        task or prompt in errors."""
+        key = (mode, ref.sha256 if mode == "audio" else "silence")
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        if mode == "silence":
+            samples = np.zeros(int(SILENCE_S * TARGET_SAMPLE_RATE), dtype=np.float32)
+        else:
+            if self.media_root is None:
+                raise JudgeInputError(owner, "audio", "no media root to load the audio from")
+            try:
+                samples = load_ref(self.media_root, ref).samples
+            except (AudioError, FileNotFoundError) as error:
+                raise JudgeInputError(owner, f"audio {ref.path!r}", str(error)) from error
+        out = self.extractor(
+            samples,
+            sampling_rate=self.extractor.sampling_rate,
+            return_attention_mask=True,
+            padding="max_length",
+            return_tensors="np",
+        )
+        value = (out["input_features"][0].astype(np.float16), int(out["attention_mask"][0].sum()))
+        self._cache[key] = value
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return value
+
+    def expand(
+        self, owner: str, ids: list[int], audio_token_id: int, refs: list[Any], mode: AudioMode
+    ) -> tuple[list[int], list[np.ndarray], list[int]]:
+        """`ids` with each audio placeholder repeated to its clip's number of audio tokens,
+        and the clips' features and valid frame counts, in order."""
+        placeholders = sum(token == audio_token_id for token in ids)
+        if placeholders != len(refs):
+            raise JudgeInputError(
+                owner, "audio", f"{placeholders} audio placeholders for {len(refs)} clips"
+            )
+        expanded: list[int] = []
+        features, lengths = [], []
+        clips = iter(refs)
+        for token in ids:
+            if token != audio_token_id:
+                expanded.append(token)
+                continue
+            feature, frames = self(owner, next(clips), mode)
+            features.append(feature)
+            lengths.append(frames)
+            expanded.extend([token] * audio_token_count(frames))
+        return expanded, features, lengths
+
+
 class PromptEncoder:
     """Renders and tokenizes judge items for one backbone; caches clip features by hash."""
 
@@ -73,43 +139,13 @@ class PromptEncoder:
         self.is_audio = isinstance(template, ProcessorMixin)
         self.tokenizer = template.tokenizer if self.is_audio else template
         self.media_root = Path(media_root) if media_root else None
-        self._cache: OrderedDict[tuple[str, str], tuple[np.ndarray, int]] = OrderedDict()
-        self._cache_size = cache_clips
+        extractor = template.feature_extractor if self.is_audio else None
+        self.clip_features = ClipFeatures(extractor, self.media_root, cache_clips)
         self.audio_token_id = self.tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)
         self.marker_ids = self._ids(fmt.verdict_marker)
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
-
-    # -- audio -----------------------------------------------------------------------------
-
-    def clip_features(self, task_id: str, ref: Any, mode: AudioMode) -> tuple[np.ndarray, int]:
-        key = (mode, ref.sha256 if mode == "audio" else "silence")
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        if mode == "silence":
-            samples = np.zeros(int(SILENCE_S * TARGET_SAMPLE_RATE), dtype=np.float32)
-        else:
-            if self.media_root is None:
-                raise JudgeInputError(task_id, "audio", "the GRM has no media root to load from")
-            try:
-                samples = load_ref(self.media_root, ref).samples
-            except (AudioError, FileNotFoundError) as error:
-                raise JudgeInputError(task_id, f"audio {ref.path!r}", str(error)) from error
-        extractor = self.template.feature_extractor
-        out = extractor(
-            samples,
-            sampling_rate=extractor.sampling_rate,
-            return_attention_mask=True,
-            padding="max_length",
-            return_tensors="np",
-        )
-        value = (out["input_features"][0].astype(np.float16), int(out["attention_mask"][0].sum()))
-        self._cache[key] = value
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-        return value
 
     # -- text ------------------------------------------------------------------------------
 
@@ -154,17 +190,9 @@ class PromptEncoder:
         features, lengths = [], []
         if self.is_audio:
             refs = [turn.audio for turn in dialogue.turns[: task.turn_index + 1] if turn.audio]
-            expanded: list[int] = []
-            clips = iter(refs)
-            for token in history_ids:
-                if token != self.audio_token_id:
-                    expanded.append(token)
-                    continue
-                feature, frames = self.clip_features(task.id, next(clips), audio)
-                features.append(feature)
-                lengths.append(frames)
-                expanded.extend([token] * audio_token_count(frames))
-            history_ids = expanded
+            history_ids, features, lengths = self.clip_features.expand(
+                task.id, history_ids, self.audio_token_id, refs, audio
+            )
         pair_ids = self._ids(pair)
         span = None
         if critique is not None:

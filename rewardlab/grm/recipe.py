@@ -62,7 +62,7 @@ def evaluate_grm(
     return report
 
 
-def parse_config(path: Path, overrides: list[str] | None = None) -> GRMConfig:
+def parse_config(path: Path, overrides: list[str] | None = None, config_class: type = GRMConfig):
     """A YAML recipe, then `--field value` overrides; unknown fields are errors."""
     import yaml
     from transformers import HfArgumentParser
@@ -78,7 +78,7 @@ def parse_config(path: Path, overrides: list[str] | None = None) -> GRMConfig:
                 str(value),
             ]
         )
-    (config,) = HfArgumentParser(GRMConfig).parse_args_into_dataclasses(
+    (config,) = HfArgumentParser(config_class).parse_args_into_dataclasses(
         args + list(overrides or []), args_filename=None
     )
     return config

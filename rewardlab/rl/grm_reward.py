@@ -52,9 +52,9 @@ def _content_text(content: str | list[dict] | None) -> str:
     return "".join(part["text"] for part in content or [] if part.get("type") == "text")
 
 
-def split_reasoning(text: str) -> tuple[str | None, str]:
-    """(reasoning trace or None, reply): the reply is what follows the last ``</think>``."""
-    head, sep, tail = text.rpartition(THINK_END)
+def split_reasoning(text: str, separator: str = THINK_END) -> tuple[str | None, str]:
+    """(reasoning trace or None, reply): the reply is what follows the last `separator`."""
+    head, sep, tail = text.rpartition(separator)
     if not sep:
         return None, text.strip()
     return head.replace("<think>", "").strip() or None, tail.strip()
@@ -119,26 +119,36 @@ class GRMReward:
                 "GRMReward needs a 'reference' dataset column: the reference reply each"
                 " completion is judged against"
             )
-        k = self.mapper.k
-        probs = np.zeros((len(completions), len(ORDERS), 2 * k + 1))  # (N, O, L)
-        probs[:, :, 0] = 1.0  # an empty reply: certainly "much worse" in both orders
-        items, rows = [], []
+        items: list[JudgeItem | None] = []
         optional = {"dialogue_id": dialogue_id, "turn_index": turn_index, "rubric_id": rubric_id}
         for row, completion in enumerate(completions):
             reasoning, reply = split_reasoning(completion_text(completion))
-            if not reply:
-                continue
             given = {name: values[row] for name, values in optional.items() if values is not None}
-            items.append(self._item(row, prompts[row], reply, reasoning, reference[row], **given))
-            rows.append(row)
-        if items:
-            probs[rows] = self.grm.judge(items, batch_size=self.batch_size).probs
-        rewards = self.mapper(probs)
+            items.append(
+                self._item(row, prompts[row], reply, reasoning, reference[row], **given)
+                if reply
+                else None
+            )
+        return self.reward_items(items, log_metric=log_metric).tolist()
+
+    def reward_items(
+        self, items: Sequence[JudgeItem | None], *, update: bool = True, log_metric: Any = None
+    ) -> np.ndarray:
+        """(N,) rewards of judge items, both orders, through the mapper; None is an empty
+        reply. `update=False` leaves the mapper's running normalisation as it is."""
+        k = self.mapper.k
+        probs = np.zeros((len(items), len(ORDERS), 2 * k + 1))  # (N, O, L)
+        probs[:, :, 0] = 1.0  # an empty reply: certainly "much worse" in both orders
+        rows = [row for row, item in enumerate(items) if item is not None]
+        if rows:
+            judged = [items[row] for row in rows]
+            probs[rows] = self.grm.judge(judged, batch_size=self.batch_size).probs
+        rewards = self.mapper(probs, update=update)
         if log_metric is not None:
             expected = probs.mean(axis=1) @ np.arange(-k, k + 1)
             log_metric("grm/expected_level", float(expected.mean()))
-            log_metric("grm/empty_share", 1 - len(rows) / len(completions))
-        return rewards.tolist()
+            log_metric("grm/empty_share", 1 - len(rows) / max(len(items), 1))
+        return rewards
 
     def _item(
         self,
@@ -165,13 +175,38 @@ class GRMReward:
         rubric_id = rubric_id or None
         if rubric_id is not None and rubric_id not in self.rubrics:
             raise ValueError(f"completion {row}: rubric_id: unknown rubric {rubric_id!r}")
-        record = {
-            "id": f"{dialogue.id}.c{row}",
-            "dialogue_id": dialogue.id,
-            "turn_index": len(dialogue.turns) - 1 if turn_index is None else turn_index,
-            "policy": {"text": reply, "reasoning": reasoning, "source": "policy"},
-            "reference": {"text": reference, "source": "reference"},
-            "rubric_id": rubric_id,
-        }
-        task = parse_record(Task, record, f"completion {row}", k=self.mapper.k)
-        return JudgeItem(task, dialogue, self.rubrics[rubric_id] if rubric_id else None)
+        rubric = self.rubrics[rubric_id] if rubric_id else None
+        return judge_item(
+            f"{dialogue.id}.c{row}",
+            dialogue,
+            len(dialogue.turns) - 1 if turn_index is None else turn_index,
+            reply,
+            reasoning,
+            reference,
+            rubric,
+            k=self.mapper.k,
+        )
+
+
+def judge_item(
+    task_id: str,
+    dialogue: Dialogue,
+    turn_index: int,
+    reply: str,
+    reasoning: str | None,
+    reference: str,
+    rubric: Rubric | None,
+    *,
+    k: int,
+) -> JudgeItem:
+    """A judge item whose policy response is `reply`, judged against `reference`."""
+    record = {
+        "id": task_id,
+        "dialogue_id": dialogue.id,
+        "turn_index": turn_index,
+        "policy": {"text": reply, "reasoning": reasoning, "source": "policy"},
+        "reference": {"text": reference, "source": "reference"},
+        "rubric_id": rubric.id if rubric else None,
+    }
+    task = parse_record(Task, record, task_id, k=k)
+    return JudgeItem(task, dialogue, rubric)
