@@ -10,6 +10,8 @@
     rewardlab judge MODEL --project P --out scores.jsonl  score tasks with a trained GRM
     rewardlab calibrate --grm CKPT --data P --method M    fit the reward mapper's calibration
     rewardlab evaluate --grm CKPT --data P --out DIR      report.html + metrics.json
+    rewardlab tiny-policy --project P --out DIR           a tiny audio policy, warm-started
+    rewardlab ppo --config training/ppo_demo.yaml         PPO of a policy against a GRM
     rewardlab argilla push PROJECT                        tasks to Argilla (ARGILLA_API_URL/KEY)
     rewardlab argilla pull PROJECT                        submitted Argilla responses as judgments
     rewardlab add-annotator PROJECT ID [--admin]          a login account for the web app
@@ -147,6 +149,33 @@ def cmd_train_grm(args: argparse.Namespace) -> None:
     report = train_grm(parse_config(args.config, args.overrides))
     for name, value in report.items():
         print(f"{name:<34} {value:.3f}")
+
+
+def cmd_tiny_policy(args: argparse.Namespace) -> None:
+    from rewardlab.grm.tiny import TinySize
+    from rewardlab.rl.recipe import build_tiny_policy
+
+    size = TinySize(hidden_size=args.hidden, layers=args.layers)
+    result = build_tiny_policy(
+        args.project, args.out, steps=args.steps, grm_path=args.grm, size=size, seed=args.seed
+    )
+    print(
+        f"tiny audio policy at {args.out}: warm start on {result['pairs']} replies, loss"
+        f" {result['first_loss']:.2f} -> {result['last_loss']:.2f}"
+    )
+
+
+def cmd_ppo(args: argparse.Namespace) -> None:
+    from rewardlab.rl.recipe import parse_ppo_config, run_ppo
+
+    report = run_ppo(parse_ppo_config(args.config, args.overrides))
+    if "before" in report and "after" in report:
+        before, after = report["before"], report["after"]
+        print(
+            f"held-out GRM reward ({report['eval_prompts']} prompts): before"
+            f" {before['reward_mean']:+.3f} ± {before['reward_sem']:.3f}, after"
+            f" {after['reward_mean']:+.3f} ± {after['reward_sem']:.3f}"
+        )
 
 
 def cmd_judge(args: argparse.Namespace) -> None:
@@ -365,6 +394,28 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", required=True, type=Path, help="a training/*.yaml recipe")
     train.set_defaults(run=cmd_train_grm)
 
+    policy = verbs.add_parser(
+        "tiny-policy", help="a tiny audio policy for a project, warm-started on its replies"
+    )
+    policy.add_argument("--project", required=True, type=Path, help="texts, replies, audio")
+    policy.add_argument("--out", required=True, type=Path)
+    policy.add_argument(
+        "--grm", type=Path, help="a trained GRM whose held-out split stays unseen (default 0.2/0)"
+    )
+    policy.add_argument("--steps", type=int, default=300, help="warm-start steps (default 300)")
+    policy.add_argument("--hidden", type=int, default=128, help="hidden size (default 128)")
+    policy.add_argument("--layers", type=int, default=4, help="decoder layers (default 4)")
+    policy.add_argument("--seed", type=int, default=0)
+    policy.set_defaults(run=cmd_tiny_policy)
+
+    ppo = verbs.add_parser(
+        "ppo",
+        help="PPO of an audio policy against a GRM",
+        epilog="any AudioPPOConfig field as a flag overrides the YAML, e.g. --max_steps 10",
+    )
+    ppo.add_argument("--config", required=True, type=Path, help="a training/ppo_*.yaml recipe")
+    ppo.set_defaults(run=cmd_ppo)
+
     judge = verbs.add_parser("judge", help="score a project's tasks with a trained GRM")
     judge.add_argument("model", type=Path, help="a saved GRM (e.g. runs/grm/final)")
     judge.add_argument("--project", required=True, type=Path, help="dialogues, rubrics, media")
@@ -457,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.verb != "train-grm":  # only train-grm passes flags on (to GRMConfig)
+    if extra and args.verb not in ("train-grm", "ppo"):  # these pass flags on to their config
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.overrides = extra
     try:

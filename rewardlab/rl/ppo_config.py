@@ -1,0 +1,123 @@
+"""`AudioPPOConfig`: every setting of a PPO run, one dataclass (extends TrainingArguments).
+
+    rewardlab ppo --config training/ppo_demo.yaml [--kl_coef 0.1 ...]
+
+Batch sizes follow TRL's PPO trainer, so its users can carry their settings over: a *micro-
+batch* is ``per_device_train_batch_size`` rollouts; ``gradient_accumulation_steps`` of them
+make a *mini-batch* (one optimizer step); ``num_mini_batches`` mini-batches make the rollout
+batch sampled per update. Each update trains ``num_ppo_epochs`` passes over its rollouts.
+``max_steps`` counts updates (rollouts), not optimizer steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+
+@dataclass
+class AudioPPOConfig(TrainingArguments):
+    # -- models and data ---------------------------------------------------------------------
+    model_path: str = field(default="", metadata={"help": "local policy directory"})
+    grm_path: str = field(default="", metadata={"help": "a trained GRM (train-grm's final/)"})
+    data: str = field(
+        default="", metadata={"help": "the project (or Parquet export) whose dialogues prompt"}
+    )
+    eval_share: float | None = field(
+        default=None,
+        metadata={
+            "help": "share of leakage groups held out for evaluation; default: the GRM's own "
+            "(so held-out prompts are new to both the GRM and the policy)"
+        },
+    )
+    split_seed: int | None = field(default=None, metadata={"help": "default: the GRM's"})
+    eval_prompts: int = field(
+        default=64, metadata={"help": "held-out prompts scored before and after (0: none)"}
+    )
+    eval_samples: int = field(
+        default=4, metadata={"help": "replies sampled per held-out prompt when evaluating"}
+    )
+    max_prompt_tokens: int = field(
+        default=1024, metadata={"help": "longest prompt; older turns are dropped to fit"}
+    )
+    # -- the policy --------------------------------------------------------------------------
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank; 0 trains every weight"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator"})
+    lora_target: str = field(
+        default=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)",
+        metadata={"help": "regex of modules LoRA adapts (keep the audio tower out)"},
+    )
+    freeze_audio_tower: bool = field(
+        default=True, metadata={"help": "keep the audio encoder fixed (then encoded once)"}
+    )
+    cache_audio: bool = field(
+        default=True,
+        metadata={"help": "with a frozen tower, encode each rollout's clips once and reuse them"},
+    )
+    # -- generation --------------------------------------------------------------------------
+    response_length: int = field(default=48, metadata={"help": "most tokens per response"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
+    top_k: int = field(default=0, metadata={"help": "sample among the top k tokens; 0: all"})
+    separator: str = field(
+        default="</think>", metadata={"help": "ends the reasoning trace; the reply follows it"}
+    )
+    # -- rewards -----------------------------------------------------------------------------
+    missing_eos_penalty: float = field(
+        default=1.0, metadata={"help": "subtracted from the score of a reply without EOS"}
+    )
+    missing_separator_penalty: float = field(
+        default=1.0, metadata={"help": "subtracted from the score of a reply without separator"}
+    )
+    reward_batch_size: int = field(default=32, metadata={"help": "GRM judging batch size"})
+    whiten_rewards: bool = field(
+        default=False, metadata={"help": "whiten the per-token rewards (mean kept)"}
+    )
+    # -- PPO ---------------------------------------------------------------------------------
+    num_mini_batches: int = field(default=1, metadata={"help": "mini-batches per rollout batch"})
+    num_ppo_epochs: int = field(default=4, metadata={"help": "passes over each rollout batch"})
+    local_rollout_forward_batch_size: int = field(
+        default=16, metadata={"help": "rows per no-grad forward pass during rollouts"}
+    )
+    kl_coef: float = field(default=0.05, metadata={"help": "KL penalty coefficient"})
+    kl_estimator: str = field(
+        default="k1", metadata={"help": "'k1' (-log r) or 'k3' ((r - 1) - log r)"}
+    )
+    cliprange: float = field(default=0.2, metadata={"help": "policy ratio clip"})
+    cliprange_value: float = field(default=0.2, metadata={"help": "value clip"})
+    vf_coef: float = field(default=0.1, metadata={"help": "value loss weight"})
+    gamma: float = field(default=1.0, metadata={"help": "discount"})
+    lam: float = field(default=0.95, metadata={"help": "GAE lambda"})
+    # -- TrainingArguments defaults that suit this trainer -----------------------------------
+    remove_unused_columns: bool = False
+    logging_steps: float = 1
+    save_strategy: str = "steps"
+    save_steps: float = 50
+    report_to: str = "none"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_steps <= 0:
+            raise ValueError(f"max_steps (PPO updates) must be > 0, got {self.max_steps}")
+        if self.kl_estimator not in ("k1", "k3"):
+            raise ValueError(f"kl_estimator must be 'k1' or 'k3', got {self.kl_estimator!r}")
+        for name in ("num_mini_batches", "num_ppo_epochs", "response_length", "eval_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_share is not None and not 0 < self.eval_share < 1:
+            raise ValueError(f"eval_share must be in (0, 1), got {self.eval_share}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.lora_r < 0:
+            raise ValueError(f"lora_r must be >= 0 (0 = full fine-tuning), got {self.lora_r}")
+        if not self.separator:
+            raise ValueError("separator must be non-empty: it splits reasoning from the reply")
+
+    @property
+    def mini_batch_size(self) -> int:
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps
+
+    @property
+    def rollout_batch_size(self) -> int:
+        """Prompts sampled per update (on this process)."""
+        return self.mini_batch_size * self.num_mini_batches

@@ -1,0 +1,105 @@
+"""Reward sources for `AudioPPOTrainer`: what scores a batch of replies to a batch of prompts.
+
+A reward source is any callable ``reward(prompts, replies, reasoning) -> (N,) array``:
+
+    GRMPromptReward    the GRM judges each reply against the prompt's reference reply in the
+                       full dialogue (its audio heard), both presentation orders, through the
+                       `RewardMapper` saved with it: the rewardlab path
+    ScalarModelReward  a sequence-classification reward model reads the dialogue's transcript
+                       and the reply and returns one logit: the classic RLHF cost floor, kept
+                       for comparison (benchmarks/bench_ppo.py)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from rewardlab.rl.grm_reward import GRMReward, judge_item
+from rewardlab.rl.prompts import PPOPrompt
+
+
+class RewardSource(Protocol):
+    def __call__(
+        self,
+        prompts: Sequence[PPOPrompt],
+        replies: Sequence[str],
+        reasoning: Sequence[str | None],
+        *,
+        update: bool = True,
+    ) -> np.ndarray: ...
+
+
+class GRMPromptReward:
+    """The GRM's verdict on each reply, mapped to a scalar; an empty reply scores as a
+    certain "much worse"."""
+
+    def __init__(self, reward: GRMReward):
+        self.reward = reward
+
+    def __call__(
+        self,
+        prompts: Sequence[PPOPrompt],
+        replies: Sequence[str],
+        reasoning: Sequence[str | None],
+        *,
+        update: bool = True,
+    ) -> np.ndarray:
+        k = self.reward.mapper.k
+        items = [
+            judge_item(
+                f"{prompt.id}.r{row}",
+                prompt.dialogue,
+                prompt.turn_index,
+                reply,
+                trace,
+                prompt.reference,
+                prompt.rubric,
+                k=k,
+            )
+            if reply.strip()
+            else None
+            for row, (prompt, reply, trace) in enumerate(
+                zip(prompts, replies, reasoning, strict=True)
+            )
+        ]
+        return self.reward.reward_items(items, update=update)
+
+
+class ScalarModelReward:
+    """A sequence-classification model's logit for (dialogue transcript, reply)."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 32, max_tokens: int = 1024):
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.batch_size, self.max_tokens = batch_size, max_tokens
+
+    def text(self, prompt: PPOPrompt, reply: str) -> str:
+        turns = prompt.dialogue.turns[: prompt.turn_index + 1]
+        history = "\n".join(f"{t.role}: {t.text or '(audio)'}" for t in turns)
+        return f"{history}\nassistant: {reply}"
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompts: Sequence[PPOPrompt],
+        replies: Sequence[str],
+        reasoning: Sequence[str | None],
+        *,
+        update: bool = True,
+    ) -> np.ndarray:
+        texts = [self.text(p, r) for p, r in zip(prompts, replies, strict=True)]
+        device = next(self.model.parameters()).device
+        scores = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = self.tokenizer(
+                texts[start : start + self.batch_size],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=self.max_tokens,
+            ).to(device)
+            scores.append(self.model(**batch).logits[:, 0].float().cpu())
+        return torch.cat(scores).numpy().astype(np.float64)

@@ -1,0 +1,270 @@
+"""`AudioPPOTrainer` on real parts: the demo world's speech, a tiny Qwen2-Audio policy warm-
+started on the world's replies, and a tiny audio GRM judging every reply in both orders.
+
+Audio travels through every pass: these tests check that slicing a batch into micro-batches
+keeps each row's clips, that the frozen tower's cached states give the passes re-encoding
+gives, that audio tokens are never sampled, and that a resumed run is the straight run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from builders import TINY_GRM_SIZE
+
+from rewardlab.cli import main
+from rewardlab.demo import DemoConfig, build_demo_project
+from rewardlab.grm.examples import examples_from_frame, load_judgments
+from rewardlab.grm.judge_format import JudgeFormat
+from rewardlab.grm.tiny import build_tiny_backbone, corpus_texts
+from rewardlab.reward import RewardMapper
+from rewardlab.rl.grm_reward import GRMReward
+from rewardlab.rl.policy import AudioPolicy
+from rewardlab.rl.ppo_config import AudioPPOConfig
+from rewardlab.rl.ppo_math import response_mask
+from rewardlab.rl.ppo_trainer import AudioPPOTrainer
+from rewardlab.rl.prompts import PolicyPromptEncoder
+from rewardlab.rl.recipe import build_tiny_policy, load_policy, load_prompts
+from rewardlab.rl.rewards import GRMPromptReward
+
+SMALL = replace(TINY_GRM_SIZE, layers=1)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ppo")
+    project = root / "project"
+    build_demo_project(project, DemoConfig(n=24, seed=4), progress=False).close()
+    frame, rubrics, _ = load_judgments(project)
+    texts = corpus_texts(examples_from_frame(frame, rubrics, 3), JudgeFormat(), rubrics.values())
+    grm = build_tiny_backbone(root / "grm", texts, size=SMALL)
+    RewardMapper(k=3, normalize="running", clip=5.0).save(grm)
+    policy = root / "policy"
+    warm = build_tiny_policy(project, policy, steps=80, size=SMALL, progress=False)
+    return {"project": project, "grm": grm, "policy": policy, "warm": warm, "root": root}
+
+
+def config(tmp_path, **changes) -> AudioPPOConfig:
+    values = {
+        "output_dir": str(tmp_path / "run"),
+        "use_cpu": True,
+        "seed": 0,
+        "max_steps": 2,
+        "per_device_train_batch_size": 2,
+        "gradient_accumulation_steps": 2,
+        "num_mini_batches": 2,
+        "num_ppo_epochs": 2,
+        "response_length": 12,
+        "learning_rate": 1e-3,
+        "save_strategy": "no",
+        "disable_tqdm": True,
+        "local_rollout_forward_batch_size": 3,
+    }
+    return AudioPPOConfig(**(values | changes))
+
+
+def trainer_for(world, args: AudioPPOConfig, policy_path=None, **load) -> AudioPPOTrainer:
+    split = load_prompts(world["project"], 0.25, 0)
+    policy, template = load_policy(policy_path or world["policy"], **load)
+    if policy_path is not None and policy.reference is None and not policy.is_lora:
+        start, _ = load_policy(world["policy"], reference=False)
+        policy.__dict__["reference"] = AudioPolicy.frozen_reference(start.model)
+    encoder = PolicyPromptEncoder(template, media_root=split.media_root)
+    reward = GRMReward.from_checkpoint(world["grm"], project=world["project"])
+    return AudioPPOTrainer(policy, args, encoder, split.train, GRMPromptReward(reward))
+
+
+def rollout_of(trainer: AudioPPOTrainer, rows: int = 6):
+    trainer.create_optimizer_and_scheduler(num_training_steps=1)
+    trainer.model_wrapped, trainer.optimizer = trainer.accelerator.prepare(
+        trainer.model, trainer.optimizer
+    )
+    rollout, _ = trainer.rollout(trainer.train_prompts[:rows], torch.Generator().manual_seed(0))
+    return rollout
+
+
+def test_warm_start_teaches_the_reply_format(world):
+    assert world["warm"]["last_loss"] < 0.7 * world["warm"]["first_loss"]
+
+
+def test_micro_batches_give_the_log_probs_of_the_whole_batch(world, tmp_path):
+    """Rows taken out of order, two at a time: every row keeps its own clips."""
+    trainer = trainer_for(world, config(tmp_path))
+    rollout = rollout_of(trainer)
+    assert rollout.clips is not None and len(rollout.clips) > len(rollout.prompts)
+    policy = trainer.policy
+    args = (rollout.query_responses, rollout.attention_mask, rollout.clips, rollout.context_length)
+    whole, whole_values, _ = trainer.response_logprobs(policy, *args, torch.arange(6))
+    for rows in ([4, 1], [0, 5], [3, 2]):
+        part, part_values, _ = trainer.response_logprobs(policy, *args, torch.tensor(rows))
+        mask = rollout.mask[rows]
+        torch.testing.assert_close(part[mask], whole[rows][mask], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(part_values[mask], whole_values[rows][mask])
+    # and they are the rollout's own (old) log-probs
+    torch.testing.assert_close(whole[rollout.mask], rollout.logprobs[rollout.mask])
+
+
+def test_cached_audio_states_give_the_passes_of_re_encoding(world, tmp_path):
+    trainer = trainer_for(world, config(tmp_path))
+    rollout = rollout_of(trainer)
+    assert rollout.clips.states is not None  # the frozen tower ran once, at rollout time
+    raw = replace(rollout.clips, states=None)
+    rows = torch.arange(6)
+    cached, _, _ = trainer.response_logprobs(
+        trainer.policy, rollout.query_responses, rollout.attention_mask, rollout.clips,
+        rollout.context_length, rows,
+    )  # fmt: skip
+    encoded, _, _ = trainer.response_logprobs(
+        trainer.policy, rollout.query_responses, rollout.attention_mask, raw,
+        rollout.context_length, rows,
+    )  # fmt: skip
+    torch.testing.assert_close(cached[rollout.mask], encoded[rollout.mask])
+
+
+def test_audio_special_tokens_are_never_sampled(world, tmp_path):
+    trainer = trainer_for(world, config(tmp_path))
+    policy = trainer.policy
+    suppressed = trainer.suppress_ids
+    assert set(suppressed) >= {trainer.encoder.audio_token_id}
+    head = policy.base.lm_head.weight
+    with torch.no_grad():  # make the audio tokens the policy's favourites
+        head[suppressed] = head[suppressed] * 0 + head.abs().max() * 40
+    batch = trainer.encode(trainer.train_prompts[:4])
+    clips = policy.encode_audio(batch.clips)
+    kwargs = {"max_new_tokens": 10, "eos_token_id": trainer.eos_id, "pad_token_id": trainer.pad_id}
+    free = policy.sample(batch.input_ids, batch.attention_mask, clips, **kwargs)
+    audio = torch.tensor(suppressed[:3])  # <|AUDIO|>, <|audio_bos|>, <|audio_eos|>
+    assert torch.isin(free, audio).float().mean() > 0.5  # unsuppressed, they would win
+    kept = policy.sample(
+        batch.input_ids, batch.attention_mask, clips, suppress_token_ids=suppressed, **kwargs
+    )
+    real = response_mask(kept, trainer.eos_id, trainer.pad_id)
+    assert real.any() and not torch.isin(kept[real], torch.tensor(suppressed)).any()
+
+
+def test_replies_without_separator_or_eos_pay_their_penalties(world, tmp_path):
+    args = config(tmp_path, missing_eos_penalty=2.0, missing_separator_penalty=0.5)
+    trainer = trainer_for(world, args)
+    prompts = trainer.train_prompts[:3]
+    texts = [
+        "<think>Recall what they told me.</think>Thanks for telling me.",
+        "Thanks for telling me.",
+        "<think>Recall what they told me.</think>",
+    ]
+    scores, rewards, has_separator = trainer.score(prompts, texts, update=False)
+    assert has_separator.tolist() == [True, False, True]
+    assert scores[0] == rewards[0] and scores[1] == pytest.approx(rewards[1] - 0.5)
+    # an empty reply is a certain "much worse" before any normalisation
+    raw = GRMReward.from_checkpoint(world["grm"], project=world["project"])
+    raw.mapper = RewardMapper(k=3)
+    empty = GRMPromptReward(raw)(prompts[2:], [""], [None])
+    assert empty.tolist() == [-3.0]
+    rollout = rollout_of(trainer)
+    penalty = 2.0 * (~rollout.has_eos).float() + 0.5 * (~rollout.has_separator).float()
+    torch.testing.assert_close(rollout.scores, rollout.rewards - penalty)
+
+
+def test_an_update_moves_the_policy_and_value_head_but_not_the_tower_or_reference(world, tmp_path):
+    trainer = trainer_for(world, config(tmp_path, max_steps=1, kl_estimator="k3"))
+    policy = trainer.policy
+    before = {n: p.detach().clone() for n, p in policy.named_parameters()}
+    reference = {n: p.detach().clone() for n, p in policy.reference.named_parameters()}
+    trainer.train()
+    moved = {n for n, p in policy.named_parameters() if not torch.equal(p, before[n])}
+    assert {"value_head.weight", "value_head.bias"} <= moved
+    assert any("language_model.layers.0.self_attn" in n for n in moved)
+    assert any("multi_modal_projector" in n for n in moved)
+    assert not any("audio_tower" in n for n in moved)
+    assert all(torch.equal(p, reference[n]) for n, p in policy.reference.named_parameters())
+    log = trainer.state.log_history[-1]
+    for name in ("objective/kl", "objective/scores", "policy/entropy_avg", "policy/clipfrac_avg",
+                 "val/ratio", "loss/value_avg", "time/reward_s", "time/rollout_s"):  # fmt: skip
+        assert np.isfinite(log[name]), name
+    assert log["objective/kl"] == pytest.approx(0.0, abs=1e-5)  # the first rollout is the ref's
+
+
+def test_lora_policy_uses_its_disabled_adapters_as_the_reference(world, tmp_path):
+    from peft import LoraConfig
+
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=r".*language_model.*\.(q_proj|v_proj)")
+    trainer = trainer_for(world, config(tmp_path, max_steps=2), lora=lora)
+    assert trainer.policy.is_lora and trainer.policy.reference is None
+    trainer.train()
+    rollout = rollout_of(trainer, rows=4)
+    # the adapters moved, so policy and reference now disagree; the base weights did not
+    assert (rollout.logprobs - rollout.ref_logprobs)[rollout.mask].abs().max() > 1e-4
+    trained = [n for n, p in trainer.policy.named_parameters() if p.requires_grad]
+    assert all("lora_" in n or n.startswith("value_head") for n in trained)
+
+
+def test_resume_continues_the_same_run(world, tmp_path):
+    straight = trainer_for(world, config(tmp_path / "a", max_steps=3, save_strategy="steps",
+                                         save_steps=2))  # fmt: skip
+    straight.train()
+    checkpoint = tmp_path / "a" / "run" / "checkpoint-2"
+    assert (checkpoint / "value_head.safetensors").exists()
+    assert not list((tmp_path / "a" / "run").glob("*.partial"))
+    resumed = trainer_for(
+        world, config(tmp_path / "b", max_steps=3), policy_path=checkpoint, reference=False
+    )
+    resumed.train(resume_from_checkpoint=checkpoint)
+    assert resumed.state.global_step == 3
+    assert resumed.reward.reward.mapper.count == straight.reward.reward.mapper.count
+    for (name, p), q in zip(
+        straight.policy.named_parameters(), resumed.policy.parameters(), strict=True
+    ):
+        torch.testing.assert_close(p, q, msg=name)
+
+
+def test_config_rejects_bad_values(tmp_path):
+    for bad in ({"kl_estimator": "k2"}, {"num_ppo_epochs": 0}, {"temperature": 0.0},
+                {"separator": ""}, {"max_steps": -1}, {"eval_share": 1.5}):  # fmt: skip
+        with pytest.raises(ValueError):
+            config(tmp_path, **bad)
+
+
+def test_too_few_prompts_for_a_rollout_batch_is_refused(world, tmp_path):
+    with pytest.raises(ValueError, match="fewer than one rollout batch"):
+        trainer_for(world, config(tmp_path, per_device_train_batch_size=64))
+
+
+def test_cli_trains_and_reports_the_held_out_reward(world, tmp_path, capsys):
+    recipe = tmp_path / "ppo.yaml"
+    recipe.write_text(
+        f"model_path: {world['policy']}\ngrm_path: {world['grm']}\ndata: {world['project']}\n"
+        f"output_dir: {tmp_path / 'run'}\nuse_cpu: true\nmax_steps: 1\neval_share: 0.25\n"
+        "per_device_train_batch_size: 4\nresponse_length: 8\neval_prompts: 4\n"
+        "disable_tqdm: true\nsave_strategy: 'no'\n"
+    )
+    assert main(["ppo", "--config", str(recipe), "--num_ppo_epochs", "1"]) == 0
+    assert "held-out GRM reward (4 prompts): before" in capsys.readouterr().out
+    report = json.loads((tmp_path / "run" / "ppo_eval.json").read_text())
+    assert report["before"]["prompts"] == report["after"]["prompts"] == 4
+    policy, _ = load_policy(tmp_path / "run" / "final")
+    assert policy.is_audio
+    assert main(["ppo", "--config", str(recipe), "--kl_estimator", "k9"]) == 1
+
+
+def test_ppo_recipes_load_and_validate():
+    from pathlib import Path
+
+    from rewardlab.rl.recipe import parse_ppo_config
+
+    recipes = sorted(Path(__file__).parents[1].joinpath("training").glob("ppo_*.yaml"))
+    assert len(recipes) == 2
+    for recipe in recipes:
+        # bf16 needs a GPU to validate; everything else is checked as written
+        parsed = parse_ppo_config(recipe, ["--output_dir", "/tmp/unused", "--bf16", "false"])
+        assert parsed.model_path and parsed.grm_path and parsed.data, recipe
+
+
+def test_one_optimizer_step_per_mini_batch_with_gradient_accumulation(world, tmp_path):
+    """2 epochs x 2 mini-batches, each accumulated over 2 micro-batches: 4 optimizer steps."""
+    trainer = trainer_for(world, config(tmp_path, max_steps=1))
+    trainer.train()
+    steps = {int(state["step"]) for state in trainer.optimizer.state.values()}
+    assert steps == {2 * 2}
