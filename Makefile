@@ -13,6 +13,7 @@ TORCH ?= torch==2.13.0
 DEMO_DIR ?= demo_out
 DEMO_N ?= 1000
 GRM_STEPS ?= 600
+PPO_STEPS ?= 60
 # espeak-ng speaks the demo world; redis-server backs the argilla-server the Argilla tests start;
 # chromium is the browser the annotation app's tests drive (Playwright, no downloaded browser)
 SYSTEM_PACKAGES := espeak-ng redis-server chromium
@@ -37,8 +38,21 @@ demo: setup
 		--method temperature
 	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab evaluate --grm $(DEMO_DIR)/grm/final --data $(DEMO_DIR) \
 		--out $(DEMO_DIR)/report --truth
-	@$(VENV)/bin/rewardlab demo-accounts $(DEMO_DIR)
 	@echo "GRM evaluation report: $(DEMO_DIR)/report/report.html (numbers: $(DEMO_DIR)/report/metrics.json)"
+	# RL: a GRM that hears the audio (the audio-only world), a tiny audio policy warm-started on
+	# that world's replies, then PPO against the GRM; prints the held-out reward before and after
+	$(VENV)/bin/rewardlab demo-data --out $(DEMO_DIR)/audio_world --n 200 --pairs 4 \
+		--audio-only-share 1 --seed 5 --force
+	$(VENV)/bin/rewardlab tiny-grm --project $(DEMO_DIR)/audio_world --out $(DEMO_DIR)/audio_world/tiny-grm-init
+	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab train-grm --config training/grm_audio_demo.yaml \
+		--model_path $(DEMO_DIR)/audio_world/tiny-grm-init --data $(DEMO_DIR)/audio_world \
+		--output_dir $(DEMO_DIR)/audio_grm
+	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab tiny-policy --project $(DEMO_DIR)/audio_world \
+		--grm $(DEMO_DIR)/audio_grm/final --out $(DEMO_DIR)/policy-init --steps 150
+	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab ppo --config training/ppo_demo.yaml \
+		--model_path $(DEMO_DIR)/policy-init --grm_path $(DEMO_DIR)/audio_grm/final \
+		--data $(DEMO_DIR)/audio_world --output_dir $(DEMO_DIR)/ppo --max_steps $(PPO_STEPS)
+	@$(VENV)/bin/rewardlab demo-accounts $(DEMO_DIR)
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest
@@ -55,6 +69,7 @@ bench: setup
 	$(PY) benchmarks/bench_submit.py
 	$(PY) benchmarks/bench_export.py
 	$(PY) benchmarks/bench_grm_scoring.py
+	$(PY) benchmarks/bench_ppo.py
 	$(PY) benchmarks/bench_annotation_app.py
 
 setup: system $(STAMP)

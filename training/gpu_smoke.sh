@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # bash training/gpu_smoke.sh            (on a machine with one CUDA GPU; needs espeak-ng)
 # A Qwen2-Audio-7B-sized backbone (random weights, built from the config on the GPU) in bf16
-# with LoRA: a few GRMTrainer steps on a small demo world and one scoring batch. Prints
-# training tokens/s, judgments/s and peak GPU memory.
+# with LoRA: a few GRMTrainer steps on a small demo world and one scoring batch, then a few PPO
+# updates of a same-sized LoRA policy against it. Prints training tokens/s, judgments/s, PPO
+# seconds per update by phase, and peak GPU memory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -51,4 +52,30 @@ dist = grm.judge([e.item for e in examples[:32]], batch_size=16)
 score_s = time.perf_counter() - start
 print(f"score: {64 / score_s:.1f} judgments/s (32 tasks x 2 orders), "
       f"peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+
+# PPO: the same-sized policy (LoRA, reference = adapters off) against the GRM above, a few
+# updates; time per update split into rollout / reward / optimisation
+from rewardlab.rl.grm_reward import GRMReward
+from rewardlab.rl.policy import AudioPolicy
+from rewardlab.rl.ppo_config import AudioPPOConfig
+from rewardlab.rl.ppo_trainer import AudioPPOTrainer
+from rewardlab.rl.prompts import PolicyPromptEncoder, prompts_from_examples
+from rewardlab.rl.recipe import load_policy
+from rewardlab.rl.rewards import GRMPromptReward
+policy, template = load_policy(backbone, lora=lora, dtype=torch.bfloat16)
+policy.to("cuda")
+ppo_args = AudioPPOConfig(output_dir=str(out / "ppo"), max_steps=4, bf16=True,
+                          per_device_train_batch_size=4, gradient_accumulation_steps=2,
+                          num_mini_batches=1, num_ppo_epochs=1, response_length=64,
+                          learning_rate=1e-5, logging_steps=1, save_strategy="no",
+                          gradient_checkpointing=True, local_rollout_forward_batch_size=8)
+encoder = PolicyPromptEncoder(template, media_root=media)
+trainer = AudioPPOTrainer(policy, ppo_args, encoder, prompts_from_examples(examples),
+                          GRMPromptReward(GRMReward(grm)))
+torch.cuda.reset_peak_memory_stats()
+trainer.train()
+for log in trainer.state.log_history[1:]:
+    print(f"ppo update: rollout {log['time/rollout_s']:.2f} s, reward {log['time/reward_s']:.2f} s,"
+          f" optimise {log['time/optimize_s']:.2f} s, length {log['val/response_length']:.0f}")
+print(f"ppo peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
 PYEOF

@@ -1,0 +1,141 @@
+"""Time per PPO update, split into rollout, reward and optimisation, for three set-ups.
+
+    .venv/bin/python benchmarks/bench_ppo.py [--updates 4] [--rollouts 16] [--window 10]
+
+One demo world, one tiny Qwen2-Audio policy (warm-started on the world's replies), the same
+seeds and settings in every run:
+
+- (a) GRM reward: the tiny audio GRM judges each reply against the reference, both orders,
+  through the reward mapper (the rewardlab path)
+- (b) scalar reward: a sequence-classification model of the GRM's size reads the dialogue's
+  transcript and the reply and returns one logit (the classic RLHF reward, the cost floor)
+- (c) as (a) with the frozen audio tower re-run on every pass (generation, log-probs, values,
+  every PPO epoch and micro-batch) instead of once per rollout
+
+Prints per-update seconds per phase, the (a)/(b) ratio, and the speed-up of (a) over (c). The
+first update of each run is a warm-up and is left out of the means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import Qwen2Config, Qwen2ForSequenceClassification
+
+from rewardlab.demo import DemoConfig, build_demo_project
+from rewardlab.grm.examples import examples_from_frame, load_judgments
+from rewardlab.grm.judge_format import JudgeFormat
+from rewardlab.grm.tiny import TinySize, build_tiny_backbone, corpus_texts
+from rewardlab.rl.grm_reward import GRMReward
+from rewardlab.rl.ppo_config import AudioPPOConfig
+from rewardlab.rl.ppo_trainer import AudioPPOTrainer
+from rewardlab.rl.prompts import PolicyPromptEncoder
+from rewardlab.rl.recipe import build_tiny_policy, load_policy, load_prompts
+from rewardlab.rl.rewards import GRMPromptReward, ScalarModelReward
+
+PHASES = ("time/rollout_s", "time/reward_s", "time/optimize_s")
+
+
+def run(name, world, args, reward_kind: str, cache_audio: bool) -> dict[str, float]:
+    split = load_prompts(world["project"], 0.25, 0)
+    policy, template = load_policy(world["policy"])
+    encoder = PolicyPromptEncoder(template, media_root=split.media_root)
+    grm_reward = GRMReward.from_checkpoint(world["grm"], project=world["project"])
+    if reward_kind == "grm":
+        reward = GRMPromptReward(grm_reward)
+    else:
+        tokenizer = grm_reward.grm.tokenizer
+        text = grm_reward.grm.model.config.get_text_config()
+        config = Qwen2Config(**{**text.to_dict(), "num_labels": 1})
+        config.pad_token_id = tokenizer.pad_token_id
+        reward = ScalarModelReward(Qwen2ForSequenceClassification(config), tokenizer)
+    config = AudioPPOConfig(
+        output_dir=str(world["root"] / name),
+        use_cpu=True,
+        seed=0,
+        max_steps=args.updates + 1,
+        per_device_train_batch_size=args.rollouts // 4,
+        gradient_accumulation_steps=2,
+        num_mini_batches=2,
+        num_ppo_epochs=2,
+        response_length=args.response_length,
+        learning_rate=1e-4,
+        save_strategy="no",
+        disable_tqdm=True,
+        logging_steps=1,
+        cache_audio=cache_audio,
+        local_rollout_forward_batch_size=args.rollouts,
+    )
+    trainer = AudioPPOTrainer(policy, config, encoder, split.train, reward)
+    start = time.perf_counter()
+    trainer.train()
+    wall = time.perf_counter() - start
+    logs = [log for log in trainer.state.log_history if PHASES[0] in log][1:]  # no warm-up
+    means = {phase: float(np.mean([log[phase] for log in logs])) for phase in PHASES}
+    means["total"] = sum(means.values())
+    means["wall"] = wall
+    return means
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--updates", type=int, default=4, help="timed updates per run")
+    parser.add_argument("--rollouts", type=int, default=16, help="prompts per update")
+    parser.add_argument("--response-length", type=int, default=32)
+    parser.add_argument("--window", type=int, default=10, help="audio window in seconds")
+    parser.add_argument("--dialogues", type=int, default=48)
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        project = root / "project"
+        build_demo_project(project, DemoConfig(n=args.dialogues, seed=0), progress=False).close()
+        frame, rubrics, _ = load_judgments(project)
+        examples = examples_from_frame(frame, rubrics, 3)
+        size = replace(TinySize(), chunk_length=args.window)
+        texts = corpus_texts(examples, JudgeFormat(), rubrics.values())
+        world = {
+            "root": root,
+            "project": project,
+            "grm": build_tiny_backbone(root / "grm", texts, size=size),
+            "policy": root / "policy",
+        }
+        build_tiny_policy(project, world["policy"], steps=40, size=size, progress=False)
+        runs = {
+            "(a) GRM reward, audio cached": ("grm", True),
+            "(b) scalar RM reward, audio cached": ("scalar", True),
+            "(c) GRM reward, audio re-encoded": ("grm", False),
+        }
+        results = {}
+        for label, (kind, cache) in runs.items():
+            results[label] = run(label[1], world, args, kind, cache)
+    print(
+        f"\n{args.rollouts} rollouts/update, {args.response_length}-token responses,"
+        f" {args.window} s audio window, mean of {args.updates} updates (s/update)"
+    )
+    print(f"{'':38}{'rollout':>9}{'reward':>9}{'optimise':>10}{'total':>9}")
+    for label, r in results.items():
+        print(
+            f"{label:38}{r['time/rollout_s']:9.2f}{r['time/reward_s']:9.2f}"
+            f"{r['time/optimize_s']:10.2f}{r['total']:9.2f}"
+        )
+    a, b, c = results.values()
+    print(f"\nGRM / scalar RM: reward phase {a['time/reward_s'] / b['time/reward_s']:.1f}x,")
+    print(f"                 whole update {a['total'] / b['total']:.2f}x")
+    print(
+        f"audio tower once per rollout vs on every pass: rollout"
+        f" {c['time/rollout_s'] / a['time/rollout_s']:.2f}x, optimise"
+        f" {c['time/optimize_s'] / a['time/optimize_s']:.2f}x, update"
+        f" {(c['total'] - c['time/reward_s']) / (a['total'] - a['time/reward_s']):.2f}x faster"
+        " (policy passes only)"
+    )
+
+
+if __name__ == "__main__":
+    main()
