@@ -52,7 +52,8 @@ def run(name, world, args, reward_kind: str, cache_audio: bool) -> dict[str, flo
     else:
         tokenizer = grm_reward.grm.tokenizer
         text = grm_reward.grm.model.config.get_text_config()
-        config = Qwen2Config(**{**text.to_dict(), "num_labels": 1})
+        fields = {k: v for k, v in text.to_dict().items() if k not in ("id2label", "label2id")}
+        config = Qwen2Config(**fields, num_labels=1)
         config.pad_token_id = tokenizer.pad_token_id
         reward = ScalarModelReward(Qwen2ForSequenceClassification(config), tokenizer)
     config = AudioPPOConfig(

@@ -169,12 +169,13 @@ def cmd_ppo(args: argparse.Namespace) -> None:
     from rewardlab.rl.recipe import parse_ppo_config, run_ppo
 
     report = run_ppo(parse_ppo_config(args.config, args.overrides))
-    if "before" in report and "after" in report:
-        before, after = report["before"], report["after"]
+    if "gain" in report:
+        before, after, gain = report["before"], report["after"], report["gain"]
         print(
-            f"held-out GRM reward ({report['eval_prompts']} prompts): before"
-            f" {before['reward_mean']:+.3f} ± {before['reward_sem']:.3f}, after"
-            f" {after['reward_mean']:+.3f} ± {after['reward_sem']:.3f}"
+            f"held-out GRM reward ({report['eval_prompts']} prompts x"
+            f" {before['samples_per_prompt']} replies): before {before['reward_mean']:+.3f} ±"
+            f" {before['reward_sem']:.3f}, after {after['reward_mean']:+.3f} ±"
+            f" {after['reward_sem']:.3f}; gain {gain['mean']:+.3f} ± {gain['sem']:.3f}"
         )
 
 

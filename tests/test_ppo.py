@@ -222,7 +222,8 @@ def test_resume_continues_the_same_run(world, tmp_path):
 
 def test_config_rejects_bad_values(tmp_path):
     for bad in ({"kl_estimator": "k2"}, {"num_ppo_epochs": 0}, {"temperature": 0.0},
-                {"separator": ""}, {"max_steps": -1}, {"eval_share": 1.5}):  # fmt: skip
+                {"separator": ""}, {"max_steps": -1}, {"eval_share": 1.5},
+                {"eval_samples": 0}):  # fmt: skip
         with pytest.raises(ValueError):
             config(tmp_path, **bad)
 
@@ -237,11 +238,11 @@ def test_cli_trains_and_reports_the_held_out_reward(world, tmp_path, capsys):
     recipe.write_text(
         f"model_path: {world['policy']}\ngrm_path: {world['grm']}\ndata: {world['project']}\n"
         f"output_dir: {tmp_path / 'run'}\nuse_cpu: true\nmax_steps: 1\neval_share: 0.25\n"
-        "per_device_train_batch_size: 4\nresponse_length: 8\neval_prompts: 4\n"
+        "per_device_train_batch_size: 4\nresponse_length: 8\neval_prompts: 4\neval_samples: 2\n"
         "disable_tqdm: true\nsave_strategy: 'no'\n"
     )
     assert main(["ppo", "--config", str(recipe), "--num_ppo_epochs", "1"]) == 0
-    assert "held-out GRM reward (4 prompts): before" in capsys.readouterr().out
+    assert "held-out GRM reward (4 prompts x 2 replies): before" in capsys.readouterr().out
     report = json.loads((tmp_path / "run" / "ppo_eval.json").read_text())
     assert report["before"]["prompts"] == report["after"]["prompts"] == 4
     policy, _ = load_policy(tmp_path / "run" / "final")
