@@ -245,6 +245,7 @@ def test_cli_trains_and_reports_the_held_out_reward(world, tmp_path, capsys):
     assert "held-out GRM reward (4 prompts x 2 replies): before" in capsys.readouterr().out
     report = json.loads((tmp_path / "run" / "ppo_eval.json").read_text())
     assert report["before"]["prompts"] == report["after"]["prompts"] == 4
+    assert report["after_silence"]["samples_per_prompt"] == 2 and "gain_silence" in report
     policy, _ = load_policy(tmp_path / "run" / "final")
     assert policy.is_audio
     assert main(["ppo", "--config", str(recipe), "--kl_estimator", "k9"]) == 1

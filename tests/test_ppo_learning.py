@@ -37,7 +37,7 @@ def test_the_audio_grm_hears_the_mood(trained):
     assert report["silence/judge/accuracy_audio_only"] <= 0.6
 
 
-def test_ppo_raises_the_held_out_grm_reward_with_bounded_kl(trained):
+def test_ppo_raises_the_held_out_grm_reward_by_listening_with_bounded_kl(trained):
     out = trained["root"] / "ppo"
     assert main(["ppo", "--config", "training/ppo_demo.yaml", "--model_path",
                  str(trained["policy"]), "--grm_path", str(trained["grm"]), "--data",
@@ -48,5 +48,8 @@ def test_ppo_raises_the_held_out_grm_reward_with_bounded_kl(trained):
     gain = report["gain"]  # after minus before, per held-out prompt (4 replies each)
     assert gain["mean"] > 0.15 and gain["mean"] > 2 * gain["sem"], gain
     assert report["after"]["reward_mean"] > report["before"]["reward_mean"]
+    # the gain comes from listening: with silence in place of every clip the policy keeps
+    # (at most) half of it
+    assert report["gain_silence"]["mean"] < 0.5 * gain["mean"], report["gain_silence"]
     kls = [log["objective/kl"] for log in report["log_history"] if "objective/kl" in log]
     assert max(kls) < 5.0  # nats per reply: the policy stays near its reference

@@ -38,6 +38,13 @@ class AudioPPOConfig(TrainingArguments):
     eval_samples: int = field(
         default=4, metadata={"help": "replies sampled per held-out prompt when evaluating"}
     )
+    eval_silence: bool = field(
+        default=True,
+        metadata={
+            "help": "also evaluate with the policy hearing silence in every clip's place: a "
+            "gain that survives it did not come from listening"
+        },
+    )
     max_prompt_tokens: int = field(
         default=1024, metadata={"help": "longest prompt; older turns are dropped to fit"}
     )

@@ -47,6 +47,7 @@ from transformers import Trainer, TrainerState
 from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import disable_dropout_in_model, entropy_from_logits, selective_log_softmax
 
+from rewardlab.grm.encoding import AudioMode
 from rewardlab.rl import ppo_math
 from rewardlab.rl.grm_reward import split_reasoning
 from rewardlab.rl.policy import AudioPolicy
@@ -194,8 +195,11 @@ class AudioPPOTrainer(Trainer):
 
     # -- 1 + 2: rollout and reward ---------------------------------------------------------
 
-    def encode(self, prompts: Sequence[PPOPrompt]) -> PromptBatch:
-        return collate_prompts([self.encoder.encode(p) for p in prompts], self.pad_id)
+    def encode(self, prompts: Sequence[PPOPrompt], audio: AudioMode = "audio") -> PromptBatch:
+        """Left-padded prompts; ``audio="silence"`` puts the same second of silence in every
+        clip's place (what the policy does without hearing the user)."""
+        encoded = [self.encoder.encode(p, audio=audio) for p in prompts]
+        return collate_prompts(encoded, self.pad_id)
 
     def generate(
         self, policy: AudioPolicy, batch: PromptBatch, generator: torch.Generator
@@ -441,10 +445,12 @@ class AudioPPOTrainer(Trainer):
         seed: int = 1234,
         samples: int = 1,
         batch_size: int = 16,
+        audio: AudioMode = "audio",
     ) -> dict[str, Any]:
         """Sample `samples` replies per prompt (a fixed seed: before and after see the same
         draws) and score them; the reward source's normalisation is not updated. Means and
-        standard errors are over prompts, each prompt's samples averaged first."""
+        standard errors are over prompts, each prompt's samples averaged first. With
+        ``audio="silence"`` the policy hears silence; the judge still hears the dialogue."""
         policy = self.accelerator.unwrap_model(self.model_wrapped or self.model)
         was_training = policy.training
         policy.eval()
@@ -453,7 +459,7 @@ class AudioPPOTrainer(Trainer):
         scores, rewards, texts = [], [], []
         for start in range(0, len(repeated), batch_size):
             chunk = repeated[start : start + batch_size]
-            batch = self.encode(chunk)
+            batch = self.encode(chunk, audio)
             clips = batch.clips.to(self.args.device) if batch.clips is not None else None
             batch = PromptBatch(batch.input_ids, batch.attention_mask, policy.encode_audio(clips))
             responses = self.generate(policy, batch, generator)

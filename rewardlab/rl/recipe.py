@@ -142,19 +142,20 @@ def run_ppo(config: AudioPPOConfig, *, progress: bool = True) -> dict[str, Any]:
     held = split.held_out[: config.eval_prompts]
     report: dict[str, Any] = {"train_prompts": len(split.train), "eval_prompts": len(held)}
     if held:
-        report["before"] = trainer.evaluate_prompts(
-            held, seed=config.seed, samples=config.eval_samples
-        )
-        print(_describe("before", report["before"]))
+        report |= evaluate_held_out(trainer, held, config, "before")
     trainer.train(resume_from_checkpoint=resume)
     if held:
-        report["after"] = trainer.evaluate_prompts(
-            held, seed=config.seed, samples=config.eval_samples
-        )
-        print(_describe("after", report["after"]))
+        report |= evaluate_held_out(trainer, held, config, "after")
         report["gain"] = paired_gain(report["before"], report["after"])
         gain = report["gain"]
         print(f"held-out gain: {gain['mean']:+.3f} ± {gain['sem']:.3f} (paired by prompt)")
+        if config.eval_silence and trainer.encoder.is_audio:
+            silent = paired_gain(report["before_silence"], report["after_silence"])
+            report["gain_silence"] = silent
+            print(
+                f"held-out gain with the policy hearing silence: {silent['mean']:+.3f} ±"
+                f" {silent['sem']:.3f}"
+            )
     out = Path(config.output_dir)
     shutil.rmtree(out / "final", ignore_errors=True)
     policy.save(out / "final", template=template)
@@ -162,6 +163,21 @@ def run_ppo(config: AudioPPOConfig, *, progress: bool = True) -> dict[str, Any]:
     report["log_history"] = trainer.state.log_history
     (out / "ppo_eval.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     return report
+
+
+def evaluate_held_out(
+    trainer: AudioPPOTrainer, held: list[PPOPrompt], config: AudioPPOConfig, when: str
+) -> dict[str, Any]:
+    """{when: ...} and, for an audio policy with eval_silence, {when_silence: ...}."""
+    modes = ["audio"] + (["silence"] if config.eval_silence and trainer.encoder.is_audio else [])
+    out = {}
+    for mode in modes:
+        key = when if mode == "audio" else f"{when}_silence"
+        out[key] = trainer.evaluate_prompts(
+            held, seed=config.seed, samples=config.eval_samples, audio=mode
+        )
+        print(_describe(key.replace("_", ", policy hearing "), out[key]))
+    return out
 
 
 def paired_gain(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
