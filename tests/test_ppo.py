@@ -72,7 +72,7 @@ def trainer_for(world, args: AudioPPOConfig, policy_path=None, **load) -> AudioP
     policy, template = load_policy(policy_path or world["policy"], **load)
     if policy_path is not None and policy.reference is None and not policy.is_lora:
         start, _ = load_policy(world["policy"], reference=False)
-        policy.__dict__["reference"] = AudioPolicy.frozen_reference(start.model)
+        policy.set_reference(AudioPolicy.frozen_reference(start.model))
     encoder = PolicyPromptEncoder(template, media_root=split.media_root)
     reward = GRMReward.from_checkpoint(world["grm"], project=world["project"])
     return AudioPPOTrainer(policy, args, encoder, split.train, GRMPromptReward(reward))

@@ -42,8 +42,7 @@ class AudioPolicy(nn.Module):
         self.value_head = nn.Linear(hidden, 1)
         nn.init.normal_(self.value_head.weight, std=1.0 / (hidden + 1) ** 0.5)
         nn.init.zeros_(self.value_head.bias)
-        # kept out of the module tree: not trained, not saved, not counted as a parameter
-        self.__dict__["reference"] = reference
+        self.set_reference(reference)
 
     # -- structure -------------------------------------------------------------------------
 
@@ -80,6 +79,11 @@ class AudioPolicy(nn.Module):
 
     def gradient_checkpointing_disable(self) -> None:
         self.base.gradient_checkpointing_disable()
+
+    def set_reference(self, reference: nn.Module | None) -> None:
+        """The frozen reference policy, kept out of the module tree: not trained, not saved,
+        not moved or counted with the policy's parameters."""
+        self.__dict__["reference"] = reference
 
     @staticmethod
     def frozen_reference(model: PreTrainedModel) -> PreTrainedModel:

@@ -132,7 +132,7 @@ def run_ppo(config: AudioPPOConfig, *, progress: bool = True) -> dict[str, Any]:
     if not policy.is_lora and config.kl_coef:
         # the reference is the policy the run started from, also when resuming
         start, _ = load_policy(config.model_path, reference=False)
-        policy.__dict__["reference"] = AudioPolicy.frozen_reference(start.model)
+        policy.set_reference(AudioPolicy.frozen_reference(start.model))
     reward = GRMReward.from_checkpoint(config.grm_path, project=config.data)
     reward.batch_size = config.reward_batch_size
     encoder = PolicyPromptEncoder(
