@@ -10,11 +10,40 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from peft import LoraConfig
 from transformers import TrainingArguments
 
 
 @dataclass
-class GRMConfig(TrainingArguments):
+class BackboneArguments:
+    """How a backbone is trained: LoRA (on the language model) or every weight, and whether
+    the audio tower is frozen. Shared by the GRM and PPO configs."""
+
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank; 0 trains every weight"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator"})
+    lora_target: str = field(
+        default=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)",
+        metadata={"help": "regex of modules LoRA adapts (keep the audio tower out)"},
+    )
+    freeze_audio_tower: bool = field(
+        default=True, metadata={"help": "keep the audio encoder's weights fixed"}
+    )
+
+    def check_backbone(self) -> None:
+        if self.lora_r < 0:
+            raise ValueError(f"lora_r must be >= 0 (0 = full fine-tuning), got {self.lora_r}")
+
+    def lora_config(self) -> LoraConfig | None:
+        """The PEFT LoRA config these settings ask for; None trains every weight."""
+        if not self.lora_r:
+            return None
+        return LoraConfig(
+            r=self.lora_r, lora_alpha=self.lora_alpha, target_modules=self.lora_target
+        )
+
+
+@dataclass
+class GRMConfig(TrainingArguments, BackboneArguments):
     # -- what to train, on what --------------------------------------------------------------
     model_path: str = field(
         default="", metadata={"help": "local backbone directory (or a saved GRM to fine-tune)"}
@@ -28,16 +57,6 @@ class GRMConfig(TrainingArguments):
     split_seed: int = field(default=0, metadata={"help": "seed of the train/eval split"})
     max_tokens: int = field(
         default=2048, metadata={"help": "longest prompt; older turns are dropped to fit"}
-    )
-    # -- the backbone ------------------------------------------------------------------------
-    lora_r: int = field(default=0, metadata={"help": "LoRA rank; 0 trains every weight"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator"})
-    lora_target: str = field(
-        default=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)",
-        metadata={"help": "regex of modules LoRA adapts (keep the audio tower out)"},
-    )
-    freeze_audio_tower: bool = field(
-        default=True, metadata={"help": "keep the audio encoder's weights fixed"}
     )
     # -- the objective -----------------------------------------------------------------------
     critique_weight: float = field(
@@ -93,8 +112,7 @@ class GRMConfig(TrainingArguments):
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
-        if self.lora_r < 0:
-            raise ValueError(f"lora_r must be >= 0 (0 = full fine-tuning), got {self.lora_r}")
+        self.check_backbone()
         if self.history_warmup_steps < 0:
             raise ValueError(f"history_warmup_steps must be >= 0, got {self.history_warmup_steps}")
         if self.history_restart_lr < 0:

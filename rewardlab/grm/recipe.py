@@ -15,7 +15,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from peft import LoraConfig
 
 from rewardlab.eval.judge_metrics import judge_metrics
 from rewardlab.grm.examples import (
@@ -90,11 +89,7 @@ def train_grm(config: GRMConfig) -> dict[str, float]:
     examples = examples_from_frame(frame, rubrics, k)
     train, held_out = split_examples(examples, config.eval_share, config.split_seed)
     print(f"{len(train)} training tasks, {len(held_out)} held out (by leakage group)")
-    lora = None
-    if config.lora_r:
-        lora = LoraConfig(
-            r=config.lora_r, lora_alpha=config.lora_alpha, target_modules=config.lora_target
-        )
+    lora = config.lora_config()
     # resuming: the weights come from the checkpoint (loaded with the model's own key
     # mapping), the optimizer, scheduler, RNG and step from the Trainer
     grm = GenerativeRewardModel.load(

@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from rewardlab.grm.grm_config import BackboneArguments
+
 
 @dataclass
-class AudioPPOConfig(TrainingArguments):
+class AudioPPOConfig(TrainingArguments, BackboneArguments):
     # -- models and data ---------------------------------------------------------------------
     model_path: str = field(default="", metadata={"help": "local policy directory"})
     grm_path: str = field(default="", metadata={"help": "a trained GRM (train-grm's final/)"})
@@ -49,15 +51,6 @@ class AudioPPOConfig(TrainingArguments):
         default=1024, metadata={"help": "longest prompt; older turns are dropped to fit"}
     )
     # -- the policy --------------------------------------------------------------------------
-    lora_r: int = field(default=0, metadata={"help": "LoRA rank; 0 trains every weight"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator"})
-    lora_target: str = field(
-        default=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)",
-        metadata={"help": "regex of modules LoRA adapts (keep the audio tower out)"},
-    )
-    freeze_audio_tower: bool = field(
-        default=True, metadata={"help": "keep the audio encoder fixed (then encoded once)"}
-    )
     cache_audio: bool = field(
         default=True,
         metadata={"help": "with a frozen tower, encode each rollout's clips once and reuse them"},
@@ -115,8 +108,7 @@ class AudioPPOConfig(TrainingArguments):
             raise ValueError(f"eval_share must be in (0, 1), got {self.eval_share}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.lora_r < 0:
-            raise ValueError(f"lora_r must be >= 0 (0 = full fine-tuning), got {self.lora_r}")
+        self.check_backbone()
         if not self.separator:
             raise ValueError("separator must be non-empty: it splits reasoning from the reply")
 

@@ -116,11 +116,7 @@ def run_ppo(config: AudioPPOConfig, *, progress: bool = True) -> dict[str, Any]:
         config.data, config.eval_share, config.split_seed, grm_path=config.grm_path
     )
     print(f"{len(split.train)} training prompts, {len(split.held_out)} held out (by leakage group)")
-    lora = None
-    if config.lora_r:
-        lora = LoraConfig(
-            r=config.lora_r, lora_alpha=config.lora_alpha, target_modules=config.lora_target
-        )
+    lora = config.lora_config()
     resume = config.resume_from_checkpoint
     policy, template = load_policy(
         resume or config.model_path,
