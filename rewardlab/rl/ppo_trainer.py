@@ -80,7 +80,6 @@ class Rollout:
     logprobs: torch.Tensor  # (B, R)
     ref_logprobs: torch.Tensor  # (B, R)
     values: torch.Tensor  # (B, R)
-    texts: list[str]
     scores: torch.Tensor  # (B,) what PPO optimises: reward minus penalties
     rewards: torch.Tensor  # (B,) the reward source's score alone
     has_eos: torch.Tensor  # (B,)
@@ -285,16 +284,9 @@ class AudioPPOTrainer(Trainer):
             else:
                 ref = lp
             ref_logprobs.append(ref)
-        texts = self.tokenizer.batch_decode(
-            torch.where(mask, responses, torch.full_like(responses, self.pad_id)),
-            skip_special_tokens=True,
-        )
         start = time.perf_counter()
-        scores, rewards, has_separator = self.score(prompts, texts)
+        _, scores, rewards, has_eos, has_separator = self.score_responses(prompts, responses)
         reward_s = time.perf_counter() - start
-        has_eos = (responses == self.eos_id).any(dim=1)
-        scores = scores.to(device)
-        scores -= args.missing_eos_penalty * (~has_eos).float()
         return (
             Rollout(
                 list(prompts),
@@ -307,20 +299,34 @@ class AudioPPOTrainer(Trainer):
                 torch.cat(logprobs).masked_fill(~mask, INVALID_LOGPROB),
                 torch.cat(ref_logprobs).masked_fill(~mask, INVALID_LOGPROB),
                 torch.cat(values).masked_fill(~mask, 0.0),
-                texts,
-                scores,
+                scores.to(device),
                 rewards.to(device),
-                has_eos,
+                has_eos.to(device),
                 has_separator.to(device),
             ),
             reward_s,
         )
 
+    def score_responses(
+        self, prompts: Sequence[PPOPrompt], responses: torch.Tensor, *, update: bool = True
+    ) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(texts, scores less both penalties, reward-source scores, has-EOS, has-separator)
+        of sampled responses (B, R), padded after their EOS."""
+        mask = ppo_math.response_mask(responses, self.eos_id, self.pad_id)
+        texts = self.tokenizer.batch_decode(
+            torch.where(mask, responses, torch.full_like(responses, self.pad_id)),
+            skip_special_tokens=True,
+        )
+        scores, rewards, has_separator = self.score(prompts, texts, update=update)
+        has_eos = (responses == self.eos_id).any(dim=1).cpu()
+        scores = scores - self.args.missing_eos_penalty * (~has_eos).float()
+        return texts, scores, rewards, has_eos, has_separator
+
     def score(
         self, prompts: Sequence[PPOPrompt], texts: Sequence[str], *, update: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(scores less the separator penalty, reward-source scores, has-separator) of
-        decoded responses; EOS is judged on tokens, by the caller."""
+        decoded responses; EOS is judged on tokens, in `score_responses`."""
         separator = self.args.separator
         has_separator = torch.tensor([separator in t for t in texts])
         split = [split_reasoning(t, separator) for t in texts]
@@ -463,14 +469,8 @@ class AudioPPOTrainer(Trainer):
             clips = batch.clips.to(self.args.device) if batch.clips is not None else None
             batch = PromptBatch(batch.input_ids, batch.attention_mask, policy.encode_audio(clips))
             responses = self.generate(policy, batch, generator)
-            mask = ppo_math.response_mask(responses, self.eos_id, self.pad_id)
-            decoded = self.tokenizer.batch_decode(
-                torch.where(mask, responses, torch.full_like(responses, self.pad_id)),
-                skip_special_tokens=True,
-            )
-            score, reward, _ = self.score(chunk, decoded, update=False)
-            has_eos = (responses == self.eos_id).any(dim=1).cpu()
-            scores.append(score - self.args.missing_eos_penalty * (~has_eos).float())
+            decoded, score, reward, _, _ = self.score_responses(chunk, responses, update=False)
+            scores.append(score)
             rewards.append(reward)
             texts += decoded
         policy.train(was_training)
