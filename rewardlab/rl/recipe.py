@@ -24,6 +24,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, set_seed
 
+from rewardlab.grm.evaluate import CONFIG_FILE
 from rewardlab.grm.examples import examples_from_frame, load_judgments, split_examples
 from rewardlab.grm.model import _load_backbone, _load_template
 from rewardlab.grm.recipe import parse_config
@@ -41,8 +42,6 @@ from rewardlab.rl.prompts import (
 )
 from rewardlab.rl.rewards import GRMPromptReward
 
-GRM_CONFIG_FILE = "grm_config.yaml"
-
 
 def parse_ppo_config(path: Path, overrides: list[str] | None = None) -> AudioPPOConfig:
     return parse_config(path, overrides, AudioPPOConfig)
@@ -55,22 +54,50 @@ class PromptSplit:
     media_root: Path
 
 
-def load_prompts(
-    data: Path | str, eval_share: float, split_seed: int, *, grm_path: Path | str | None = None
-) -> PromptSplit:
-    """Prompts of a project's judged tasks, split by leakage group; `eval_share` and
-    `split_seed` None take the GRM's own (its saved config)."""
+@dataclass
+class ExampleSplit:
+    examples: list[Any]
+    train: list[Any]
+    held_out: list[Any]
+    media_root: Path
+
+
+def split_like_grm(
+    data: Path | str,
+    eval_share: float | None = None,
+    split_seed: int | None = None,
+    *,
+    grm_path: Path | str | None = None,
+) -> ExampleSplit:
+    """A project's judged tasks split by leakage group; `eval_share` and `split_seed` None take
+    the GRM's own (its saved config), else GRMConfig's defaults: what the GRM held out stays
+    held out for the policy too."""
     saved: dict[str, Any] = {}
-    if grm_path is not None and (Path(grm_path) / GRM_CONFIG_FILE).exists():
-        saved = yaml.safe_load((Path(grm_path) / GRM_CONFIG_FILE).read_text()) or {}
+    if grm_path is not None and (Path(grm_path) / CONFIG_FILE).exists():
+        saved = yaml.safe_load((Path(grm_path) / CONFIG_FILE).read_text()) or {}
     share = saved.get("eval_share", 0.2) if eval_share is None else eval_share
     seed = saved.get("split_seed", 0) if split_seed is None else split_seed
     frame, rubrics, media_root = load_judgments(Path(data))
     if frame.is_empty():
         raise ValueError(f"{data}: no judged tasks to take prompts from")
     k = int(frame["k"][0]) if "k" in frame.columns else 3
-    train, held = split_examples(examples_from_frame(frame, rubrics, k), share, seed)
-    return PromptSplit(prompts_from_examples(train), prompts_from_examples(held), media_root)
+    examples = examples_from_frame(frame, rubrics, k)
+    train, held = split_examples(examples, share, seed)
+    return ExampleSplit(examples, train, held, media_root)
+
+
+def load_prompts(
+    data: Path | str,
+    eval_share: float | None,
+    split_seed: int | None,
+    *,
+    grm_path: Path | str | None = None,
+) -> PromptSplit:
+    """Prompts of a project's judged tasks, split as `split_like_grm` splits them."""
+    split = split_like_grm(data, eval_share, split_seed, grm_path=grm_path)
+    return PromptSplit(
+        prompts_from_examples(split.train), prompts_from_examples(split.held_out), split.media_root
+    )
 
 
 def load_policy(
@@ -294,13 +321,8 @@ def build_tiny_policy(
     from rewardlab.grm.tiny import TinySize, build_tiny_backbone
     from rewardlab.rl.prompts import DEFAULT_POLICY_SYSTEM
 
-    saved: dict[str, Any] = {}
-    if grm_path is not None and (Path(grm_path) / GRM_CONFIG_FILE).exists():
-        saved = yaml.safe_load((Path(grm_path) / GRM_CONFIG_FILE).read_text()) or {}
-    frame, rubrics, media_root = load_judgments(Path(project))
-    k = int(frame["k"][0]) if "k" in frame.columns else 3
-    examples = examples_from_frame(frame, rubrics, k)
-    train, _ = split_examples(examples, saved.get("eval_share", 0.2), saved.get("split_seed", 0))
+    split = split_like_grm(project, grm_path=grm_path)
+    examples, train, media_root = split.examples, split.train, split.media_root
     pairs = warm_start_pairs(train)
     texts = [DEFAULT_POLICY_SYSTEM, THINK_START, THINK_END, *TRACES]
     texts += [t.text or "" for e in examples for t in e.item.dialogue.turns]
