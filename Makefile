@@ -11,8 +11,8 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 DEMO_DIR ?= demo_out
-DEMO_N ?= 1000
-GRM_STEPS ?= 600
+DEMO_N ?= 600
+DEMO_PAIRS ?= 4
 PPO_STEPS ?= 60
 # espeak-ng speaks the demo world; redis-server backs the argilla-server the Argilla tests start;
 # chromium is the browser the annotation app's tests drive (Playwright, no downloaded browser)
@@ -26,14 +26,16 @@ STAMP := $(VENV)/.rewardlab-installed
 .PHONY: demo test setup system lint format bench clean-demo
 
 demo: setup
-	$(VENV)/bin/rewardlab demo-data --out $(DEMO_DIR) --n $(DEMO_N) --force
+	$(VENV)/bin/rewardlab demo-data --out $(DEMO_DIR) --n $(DEMO_N) --pairs $(DEMO_PAIRS) --force
 	$(VENV)/bin/rewardlab stats $(DEMO_DIR) --plot $(DEMO_DIR)/annotation_overview.png
 	$(VENV)/bin/rewardlab export $(DEMO_DIR) --format parquet --out $(DEMO_DIR)/exports/judgments.parquet
 	$(VENV)/bin/rewardlab export $(DEMO_DIR) --format hf --out $(DEMO_DIR)/exports/judgments_hf
 	$(VENV)/bin/rewardlab tiny-grm --project $(DEMO_DIR) --out $(DEMO_DIR)/tiny-grm-init
+	# the demo GRM in two stages: last-turn warm-up then full dialogues, then a refining run
 	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab train-grm --config training/grm_demo.yaml \
-		--model_path $(DEMO_DIR)/tiny-grm-init --data $(DEMO_DIR) --output_dir $(DEMO_DIR)/grm \
-		--max_steps $(GRM_STEPS)
+		--model_path $(DEMO_DIR)/tiny-grm-init --data $(DEMO_DIR) --output_dir $(DEMO_DIR)/grm-stage1
+	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab train-grm --config training/grm_demo_refine.yaml \
+		--model_path $(DEMO_DIR)/grm-stage1/final --data $(DEMO_DIR) --output_dir $(DEMO_DIR)/grm
 	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab calibrate --grm $(DEMO_DIR)/grm/final --data $(DEMO_DIR) \
 		--method temperature
 	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab evaluate --grm $(DEMO_DIR)/grm/final --data $(DEMO_DIR) \
