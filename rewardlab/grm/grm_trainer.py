@@ -321,15 +321,14 @@ class GRMTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         target = inputs["target"]  # (B, L)
-        logits, lm_logits, next_tokens = verdict_logits(
-            model, inputs, self.verdict_ids.to(target.device)
-        )
+        logits, lm_logits = verdict_logits(model, inputs, self.verdict_ids.to(target.device))
         log_p = F.log_softmax(logits.float(), dim=-1)  # (B, L)
         verdict_loss = -(target * log_p).sum(-1).mean()
         loss = verdict_loss
-        if self.args.critique_weight and (next_tokens != -100).any():
+        labels = inputs["labels"]  # (B, T), -100 outside critiques
+        if self.args.critique_weight and (labels != -100).any():
             critique_loss = F.cross_entropy(
-                lm_logits.flatten(0, 1).float(), next_tokens.flatten(), ignore_index=-100
+                lm_logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
             )
             loss = loss + self.args.critique_weight * critique_loss
             self._metrics["critique_loss"].append(critique_loss.item())

@@ -12,15 +12,13 @@ generates a critique, then reads the verdict distribution the same way.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from accelerate.utils import extract_model_from_parallel
 from peft import LoraConfig, PeftModel, get_peft_model
 from tqdm.auto import tqdm
 from transformers import (
@@ -72,58 +70,14 @@ class LevelDistribution:
 
 
 def verdict_logits(model: Any, batch: dict[str, torch.Tensor], verdict_ids: torch.Tensor):
-    """(B, 2K+1) logits of the verdict tokens at each row's verdict slot; also the LM logits
-    (B, P, V) at the positions that predict a critique token, with those tokens (B, P), -100
-    where a row has fewer (P = 0 without critiques).
+    """(B, 2K+1) logits of the verdict tokens at each row's verdict slot; also the LM logits.
 
-    One ordinary forward through the (possibly wrapped: PEFT, DDP, DeepSpeed) model; only the
-    output head is narrowed to the positions read (`head_positions`).
+    One ordinary forward through the (possibly wrapped: PEFT, DDP, DeepSpeed) model.
     """
     inputs = {k: v for k, v in batch.items() if k not in ("verdict_index", "labels", "target")}
-    keep, next_tokens = _read_positions(batch["verdict_index"], batch.get("labels"))
-    with head_positions(model, keep.to(batch["verdict_index"].device)):
-        logits = model(**inputs).logits  # (B, 1 + P, V)
-    return logits[:, 0, verdict_ids], logits[:, 1:], next_tokens.to(logits.device)
-
-
-def _read_positions(verdict_index: torch.Tensor, labels: torch.Tensor | None):
-    """(B, 1 + P) positions whose logits are read: the verdict slot, then each position whose
-    next token is a critique token (padded with the verdict slot); and those tokens (B, P)."""
-    rows = len(verdict_index)
-    if labels is None:
-        return verdict_index[:, None].cpu(), torch.empty(rows, 0, dtype=torch.long)
-    labels = labels.cpu()
-    predicts = labels[:, 1:] != -100  # position t predicts the token at t + 1
-    width = int(predicts.sum(1).max()) if rows else 0
-    keep = verdict_index.cpu()[:, None].repeat(1, 1 + width)
-    next_tokens = torch.full((rows, width), -100, dtype=torch.long)
-    for row in range(rows):
-        positions = predicts[row].nonzero().squeeze(1)
-        keep[row, 1 : 1 + len(positions)] = positions
-        next_tokens[row, : len(positions)] = labels[row, positions + 1]
-    return keep, next_tokens
-
-
-@contextmanager
-def head_positions(model: Any, positions: torch.Tensor) -> Iterator[None]:
-    """Within it, the model's output head sees only the hidden states at `positions` (B, P).
-
-    At a tiny backbone's width, projecting every position onto the vocabulary was about a
-    quarter of a training step, and a judge reads one position per row. A pre-hook on the head
-    keeps the forward an ordinary call through whatever wraps the model.
-    """
-    head = _base(extract_model_from_parallel(model)).get_output_embeddings()
-
-    def narrow(module: Any, args: tuple) -> tuple:
-        hidden = args[0]  # (B, T, H)
-        index = positions.to(hidden.device)[..., None].expand(-1, -1, hidden.shape[-1])
-        return (hidden.gather(1, index), *args[1:])
-
-    handle = head.register_forward_pre_hook(narrow)
-    try:
-        yield
-    finally:
-        handle.remove()
+    logits = model(**inputs).logits  # (B, T, V)
+    rows = logits[torch.arange(logits.shape[0], device=logits.device), batch["verdict_index"]]
+    return rows[:, verdict_ids], logits
 
 
 class GenerativeRewardModel:
@@ -267,13 +221,13 @@ class GenerativeRewardModel:
         step = self._to_device(
             {"input_ids": pair_ids, "attention_mask": mask, "position_ids": position_ids}
         )
-        with head_positions(self.model, (pair_len - 1)[:, None]):
-            rows = self.model(**step, past_key_values=cache, use_cache=False).logits[:, 0]
+        logits = self.model(**step, past_key_values=cache, use_cache=False).logits  # (B*O,Tp,V)
+        rows = logits[torch.arange(len(pairs)), (pair_len - 1).to(logits.device)]
         return rows[:, self.verdict_ids.to(rows.device)].view(len(items), len(orders), -1)
 
     def _full_forward(self, prompts: list[EncodedPrompt]) -> torch.Tensor:
         batch = self._to_device(collate_full(prompts, self.tokenizer.pad_token_id))
-        logits, _, _ = verdict_logits(self.model, batch, self.verdict_ids.to(self.device))
+        logits, _ = verdict_logits(self.model, batch, self.verdict_ids.to(self.device))
         return logits
 
     def _reasoning(self, items, orders, audio, max_new_tokens):
