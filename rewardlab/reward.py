@@ -173,6 +173,18 @@ class RewardMapper:
 
     # -- persistence ----------------------------------------------------------------------
 
+    def state_dict(self) -> dict[str, float]:
+        """What changes while it maps: the normalisation statistics (a PPO checkpoint keeps
+        them, so a resumed run normalises as the straight run would)."""
+        return {"count": self.count, "mean": self.mean, "m2": self.m2}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.count, self.mean, self.m2 = (
+            int(state["count"]),
+            float(state["mean"]),
+            float(state["m2"]),
+        )
+
     def save(self, directory: Path | str) -> Path:
         path = Path(directory) / MAPPER_FILE
         path.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")

@@ -103,6 +103,13 @@ class GRMReward:
                 grm = GenerativeRewardModel.load(checkpoint, media_root=store.media_root)
         return cls(grm, RewardMapper.load(checkpoint, k=grm.format.k), **kwargs)
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a run changes: the mapper's normalisation statistics (JSON-able)."""
+        return {"mapper": self.mapper.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.mapper.load_state_dict(state["mapper"])
+
     def __call__(
         self,
         prompts: Sequence[str | list[dict]],

@@ -1,6 +1,9 @@
 """Reward sources for `AudioPPOTrainer`: what scores a batch of replies to a batch of prompts.
 
-A reward source is any callable ``reward(prompts, replies, reasoning) -> (N,) array``:
+A reward source is any callable ``reward(prompts, replies, reasoning) -> (N,) array`` with
+``state_dict()`` / ``load_state_dict(state)``: the JSON-able state a run changes (a GRM's
+running normalisation), saved in every PPO checkpoint so a resumed run scores as a straight
+one would.
 
     GRMPromptReward    the GRM judges each reply against the prompt's reference reply in the
                        full dialogue (its audio heard), both presentation orders, through the
@@ -32,6 +35,10 @@ class RewardSource(Protocol):
         update: bool = True,
     ) -> np.ndarray: ...
 
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
 
 class GRMPromptReward:
     """The GRM's verdict on each reply, mapped to a scalar; an empty reply scores as a
@@ -39,6 +46,12 @@ class GRMPromptReward:
 
     def __init__(self, reward: GRMReward):
         self.reward = reward
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.reward.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.reward.load_state_dict(state)
 
     def __call__(
         self,
@@ -75,6 +88,14 @@ class ScalarModelReward:
     def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 32, max_tokens: int = 1024):
         self.model, self.tokenizer = model.eval(), tokenizer
         self.batch_size, self.max_tokens = batch_size, max_tokens
+
+    def state_dict(self) -> dict[str, Any]:
+        """Nothing changes while it scores: a frozen model, no normalisation."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            raise ValueError(f"ScalarModelReward keeps no state, got {sorted(state)}")
 
     def text(self, prompt: PPOPrompt, reply: str) -> str:
         turns = prompt.dialogue.turns[: prompt.turn_index + 1]
