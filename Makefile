@@ -52,8 +52,8 @@ demo: setup
 	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab tiny-policy --project $(DEMO_DIR)/audio_world \
 		--grm $(DEMO_DIR)/audio_grm/final --out $(DEMO_DIR)/policy-init --steps 150
 	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab ppo --config training/ppo_demo.yaml \
-		--model_path $(DEMO_DIR)/policy-init --grm_path $(DEMO_DIR)/audio_grm/final \
-		--data $(DEMO_DIR)/audio_world --output_dir $(DEMO_DIR)/ppo --max_steps $(PPO_STEPS)
+		--model_path $(DEMO_DIR)/policy-init --grm $(DEMO_DIR)/audio_grm/final \
+		--project $(DEMO_DIR)/audio_world --output_dir $(DEMO_DIR)/ppo --max_steps $(PPO_STEPS)
 	@$(VENV)/bin/rewardlab demo-accounts $(DEMO_DIR)
 
 test: setup

@@ -33,11 +33,12 @@ from rewardlab.grm.examples import examples_from_frame, load_judgments
 from rewardlab.grm.judge_format import JudgeFormat
 from rewardlab.grm.tiny import TinySize, build_tiny_backbone, corpus_texts
 from rewardlab.rl.grm_reward import GRMReward
+from rewardlab.rl.policy import load_policy
 from rewardlab.rl.ppo_config import AudioPPOConfig
 from rewardlab.rl.ppo_trainer import AudioPPOTrainer
-from rewardlab.rl.prompts import PolicyPromptEncoder
-from rewardlab.rl.recipe import build_tiny_policy, load_policy, load_prompts
+from rewardlab.rl.prompt_split import load_prompts
 from rewardlab.rl.rewards import GRMPromptReward, ScalarModelReward
+from rewardlab.rl.warm_start import build_tiny_policy
 
 PHASES = ("time/rollout_s", "time/reward_s", "time/optimize_s")
 
@@ -45,7 +46,6 @@ PHASES = ("time/rollout_s", "time/reward_s", "time/optimize_s")
 def run(name, world, args, reward_kind: str, cache_audio: bool) -> dict[str, float]:
     split = load_prompts(world["project"], 0.25, 0)
     policy, template = load_policy(world["policy"])
-    encoder = PolicyPromptEncoder(template, media_root=split.media_root)
     grm_reward = GRMReward.from_checkpoint(world["grm"], project=world["project"])
     if reward_kind == "grm":
         reward = GRMPromptReward(grm_reward)
@@ -73,7 +73,14 @@ def run(name, world, args, reward_kind: str, cache_audio: bool) -> dict[str, flo
         cache_audio=cache_audio,
         local_rollout_forward_batch_size=args.rollouts,
     )
-    trainer = AudioPPOTrainer(policy, config, encoder, split.train, reward)
+    trainer = AudioPPOTrainer(
+        config,
+        policy=policy,
+        reward=reward,
+        train_prompts=split.train,
+        processing_class=template,
+        media_root=split.media_root,
+    )
     start = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - start

@@ -153,7 +153,7 @@ def cmd_train_grm(args: argparse.Namespace) -> None:
 
 def cmd_tiny_policy(args: argparse.Namespace) -> None:
     from rewardlab.grm.tiny import TinySize
-    from rewardlab.rl.recipe import build_tiny_policy
+    from rewardlab.rl.warm_start import build_tiny_policy
 
     size = TinySize(hidden_size=args.hidden, layers=args.layers)
     result = build_tiny_policy(
@@ -166,9 +166,10 @@ def cmd_tiny_policy(args: argparse.Namespace) -> None:
 
 
 def cmd_ppo(args: argparse.Namespace) -> None:
-    from rewardlab.rl.recipe import parse_ppo_config, run_ppo
+    from rewardlab.rl.ppo_config import parse_ppo_config
+    from rewardlab.rl.ppo_recipe import train
 
-    report = run_ppo(parse_ppo_config(args.config, args.overrides))
+    report = train(parse_ppo_config(args.config, args.overrides))
     if "gain" in report:
         before, after, gain = report["before"], report["after"], report["gain"]
         print(

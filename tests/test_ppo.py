@@ -22,14 +22,17 @@ from rewardlab.grm.examples import examples_from_frame, load_judgments
 from rewardlab.grm.judge_format import JudgeFormat
 from rewardlab.grm.tiny import build_tiny_backbone, corpus_texts
 from rewardlab.reward import RewardMapper
+from rewardlab.rl.checkpoint import PARTIAL, REWARD_FILE, STATE_FILE, RunState, save_checkpoint
 from rewardlab.rl.grm_reward import GRMReward
-from rewardlab.rl.policy import AudioPolicy
+from rewardlab.rl.policy import load_policy
 from rewardlab.rl.ppo_config import AudioPPOConfig
 from rewardlab.rl.ppo_math import response_mask
+from rewardlab.rl.ppo_recipe import build_policy
 from rewardlab.rl.ppo_trainer import AudioPPOTrainer
-from rewardlab.rl.prompts import PolicyPromptEncoder
-from rewardlab.rl.recipe import build_tiny_policy, load_policy, load_prompts
+from rewardlab.rl.prompt_split import load_prompts
 from rewardlab.rl.rewards import GRMPromptReward
+from rewardlab.rl.rollout import response_logprobs
+from rewardlab.rl.warm_start import build_tiny_policy
 
 SMALL = replace(TINY_GRM_SIZE, layers=1)
 
@@ -48,9 +51,10 @@ def world(tmp_path_factory):
     return {"project": project, "grm": grm, "policy": policy, "warm": warm, "root": root}
 
 
-def config(tmp_path, **changes) -> AudioPPOConfig:
+def config(tmp_path, world=None, **changes) -> AudioPPOConfig:
     values = {
         "output_dir": str(tmp_path / "run"),
+        "model_path": str(world["policy"]) if world else "",
         "use_cpu": True,
         "seed": 0,
         "max_steps": 2,
@@ -67,23 +71,26 @@ def config(tmp_path, **changes) -> AudioPPOConfig:
     return AudioPPOConfig(**(values | changes))
 
 
-def trainer_for(world, args: AudioPPOConfig, policy_path=None, **load) -> AudioPPOTrainer:
+def trainer_for(world, args: AudioPPOConfig) -> AudioPPOTrainer:
+    """The recipe's own pieces: its policy (resumed, LoRA, reference) from `args`, the GRM
+    reward, the prompts split as in the recipe."""
     split = load_prompts(world["project"], 0.25, 0)
-    policy, template = load_policy(policy_path or world["policy"], **load)
-    if policy_path is not None and policy.reference is None and not policy.is_lora:
-        start, _ = load_policy(world["policy"], reference=False)
-        policy.set_reference(AudioPolicy.frozen_reference(start.model))
-    encoder = PolicyPromptEncoder(template, media_root=split.media_root)
+    policy, template = build_policy(args)
     reward = GRMReward.from_checkpoint(world["grm"], project=world["project"])
-    return AudioPPOTrainer(policy, args, encoder, split.train, GRMPromptReward(reward))
+    return AudioPPOTrainer(
+        args,
+        policy=policy,
+        reward=GRMPromptReward(reward),
+        train_prompts=split.train,
+        processing_class=template,
+        media_root=split.media_root,
+    )
 
 
 def rollout_of(trainer: AudioPPOTrainer, rows: int = 6):
-    trainer.create_optimizer_and_scheduler(num_training_steps=1)
-    trainer.model_wrapped, trainer.optimizer = trainer.accelerator.prepare(
-        trainer.model, trainer.optimizer
-    )
-    rollout, _ = trainer.rollout(trainer.train_prompts[:rows], torch.Generator().manual_seed(0))
+    prompts = trainer.train_prompts[:rows]
+    generator = torch.Generator().manual_seed(0)
+    rollout, _ = trainer.collector.collect(trainer.model, trainer.accelerator, prompts, generator)
     return rollout
 
 
@@ -93,14 +100,14 @@ def test_warm_start_teaches_the_reply_format(world):
 
 def test_micro_batches_give_the_log_probs_of_the_whole_batch(world, tmp_path):
     """Rows taken out of order, two at a time: every row keeps its own clips."""
-    trainer = trainer_for(world, config(tmp_path))
+    trainer = trainer_for(world, config(tmp_path, world))
     rollout = rollout_of(trainer)
     assert rollout.clips is not None and len(rollout.clips) > len(rollout.prompts)
     policy = trainer.policy
     args = (rollout.query_responses, rollout.attention_mask, rollout.clips, rollout.context_length)
-    whole, whole_values, _ = trainer.response_logprobs(policy, *args, torch.arange(6))
+    whole, whole_values, _ = response_logprobs(policy, *args, torch.arange(6), 1.0)
     for rows in ([4, 1], [0, 5], [3, 2]):
-        part, part_values, _ = trainer.response_logprobs(policy, *args, torch.tensor(rows))
+        part, part_values, _ = response_logprobs(policy, *args, torch.tensor(rows), 1.0)
         mask = rollout.mask[rows]
         torch.testing.assert_close(part[mask], whole[rows][mask], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(part_values[mask], whole_values[rows][mask])
@@ -109,45 +116,49 @@ def test_micro_batches_give_the_log_probs_of_the_whole_batch(world, tmp_path):
 
 
 def test_cached_audio_states_give_the_passes_of_re_encoding(world, tmp_path):
-    trainer = trainer_for(world, config(tmp_path))
+    trainer = trainer_for(world, config(tmp_path, world))
     rollout = rollout_of(trainer)
     assert rollout.clips.states is not None  # the frozen tower ran once, at rollout time
     raw = replace(rollout.clips, states=None)
     rows = torch.arange(6)
-    cached, _, _ = trainer.response_logprobs(
+    cached, _, _ = response_logprobs(
         trainer.policy, rollout.query_responses, rollout.attention_mask, rollout.clips,
-        rollout.context_length, rows,
+        rollout.context_length, rows, 1.0,
     )  # fmt: skip
-    encoded, _, _ = trainer.response_logprobs(
+    encoded, _, _ = response_logprobs(
         trainer.policy, rollout.query_responses, rollout.attention_mask, raw,
-        rollout.context_length, rows,
+        rollout.context_length, rows, 1.0,
     )  # fmt: skip
     torch.testing.assert_close(cached[rollout.mask], encoded[rollout.mask])
 
 
 def test_audio_special_tokens_are_never_sampled(world, tmp_path):
-    trainer = trainer_for(world, config(tmp_path))
-    policy = trainer.policy
-    suppressed = trainer.suppress_ids
-    assert set(suppressed) >= {trainer.encoder.audio_token_id}
+    trainer = trainer_for(world, config(tmp_path, world))
+    policy, collector = trainer.policy, trainer.collector
+    suppressed = collector.suppress_ids
+    assert set(suppressed) >= {collector.encoder.audio_token_id}
     head = policy.base.lm_head.weight
     with torch.no_grad():  # make the audio tokens the policy's favourites
         head[suppressed] = head[suppressed] * 0 + head.abs().max() * 40
-    batch = trainer.encode(trainer.train_prompts[:4])
+    batch = collector.encode(trainer.train_prompts[:4])
     clips = policy.encode_audio(batch.clips)
-    kwargs = {"max_new_tokens": 10, "eos_token_id": trainer.eos_id, "pad_token_id": trainer.pad_id}
+    kwargs = {
+        "max_new_tokens": 10,
+        "eos_token_id": collector.eos_id,
+        "pad_token_id": collector.pad_id,
+    }
     free = policy.sample(batch.input_ids, batch.attention_mask, clips, **kwargs)
     audio = torch.tensor(suppressed[:3])  # <|AUDIO|>, <|audio_bos|>, <|audio_eos|>
     assert torch.isin(free, audio).float().mean() > 0.5  # unsuppressed, they would win
     kept = policy.sample(
         batch.input_ids, batch.attention_mask, clips, suppress_token_ids=suppressed, **kwargs
     )
-    real = response_mask(kept, trainer.eos_id, trainer.pad_id)
+    real = response_mask(kept, collector.eos_id, collector.pad_id)
     assert real.any() and not torch.isin(kept[real], torch.tensor(suppressed)).any()
 
 
 def test_replies_without_separator_or_eos_pay_their_penalties(world, tmp_path):
-    args = config(tmp_path, missing_eos_penalty=2.0, missing_separator_penalty=0.5)
+    args = config(tmp_path, world, missing_eos_penalty=2.0, missing_separator_penalty=0.5)
     trainer = trainer_for(world, args)
     prompts = trainer.train_prompts[:3]
     texts = [
@@ -155,7 +166,7 @@ def test_replies_without_separator_or_eos_pay_their_penalties(world, tmp_path):
         "Thanks for telling me.",
         "<think>Recall what they told me.</think>",
     ]
-    scores, rewards, has_separator = trainer.score(prompts, texts, update=False)
+    scores, rewards, has_separator = trainer.collector.score(prompts, texts, update=False)
     assert has_separator.tolist() == [True, False, True]
     assert scores[0] == rewards[0] and scores[1] == pytest.approx(rewards[1] - 0.5)
     # an empty reply is a certain "much worse" before any normalisation
@@ -169,7 +180,7 @@ def test_replies_without_separator_or_eos_pay_their_penalties(world, tmp_path):
 
 
 def test_an_update_moves_the_policy_and_value_head_but_not_the_tower_or_reference(world, tmp_path):
-    trainer = trainer_for(world, config(tmp_path, max_steps=1, kl_estimator="k3"))
+    trainer = trainer_for(world, config(tmp_path, world, max_steps=1, kl_estimator="k3"))
     policy = trainer.policy
     before = {n: p.detach().clone() for n, p in policy.named_parameters()}
     reference = {n: p.detach().clone() for n, p in policy.reference.named_parameters()}
@@ -188,10 +199,8 @@ def test_an_update_moves_the_policy_and_value_head_but_not_the_tower_or_referenc
 
 
 def test_lora_policy_uses_its_disabled_adapters_as_the_reference(world, tmp_path):
-    from peft import LoraConfig
-
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=r".*language_model.*\.(q_proj|v_proj)")
-    trainer = trainer_for(world, config(tmp_path, max_steps=2), lora=lora)
+    lora = {"lora_r": 4, "lora_alpha": 8, "lora_target": r".*language_model.*\.(q_proj|v_proj)"}
+    trainer = trainer_for(world, config(tmp_path, world, max_steps=2, **lora))
     assert trainer.policy.is_lora and trainer.policy.reference is None
     trainer.train()
     rollout = rollout_of(trainer, rows=4)
@@ -202,41 +211,99 @@ def test_lora_policy_uses_its_disabled_adapters_as_the_reference(world, tmp_path
 
 
 def test_resume_continues_the_same_run(world, tmp_path):
-    straight = trainer_for(world, config(tmp_path / "a", max_steps=3, save_strategy="steps",
-                                         save_steps=2))  # fmt: skip
+    straight = trainer_for(world, config(tmp_path / "a", world, max_steps=3,
+                                         save_strategy="steps", save_steps=2))  # fmt: skip
     straight.train()
     checkpoint = tmp_path / "a" / "run" / "checkpoint-2"
     assert (checkpoint / "value_head.safetensors").exists()
     assert not list((tmp_path / "a" / "run").glob("*.partial"))
+    # the GRM's running normalisation saw 2 updates x 8 rollouts when checkpoint-2 was written
+    assert json.loads((checkpoint / REWARD_FILE).read_text())["mapper"]["count"] == 16
     resumed = trainer_for(
-        world, config(tmp_path / "b", max_steps=3), policy_path=checkpoint, reference=False
+        world, config(tmp_path / "b", world, max_steps=3, resume_from_checkpoint=str(checkpoint))
     )
     resumed.train(resume_from_checkpoint=checkpoint)
     assert resumed.state.global_step == 3
-    assert resumed.reward.reward.mapper.count == straight.reward.reward.mapper.count
+    straight_mapper, resumed_mapper = straight.reward.reward.mapper, resumed.reward.reward.mapper
+    assert resumed_mapper.count == straight_mapper.count
+    assert (resumed_mapper.mean, resumed_mapper.m2) == (straight_mapper.mean, straight_mapper.m2)
     for (name, p), q in zip(
         straight.policy.named_parameters(), resumed.policy.parameters(), strict=True
     ):
         torch.testing.assert_close(p, q, msg=name)
+    # and the third update logged what the straight run's did (timings aside)
+    last = (straight.state.log_history[-1], resumed.state.log_history[-1])
+    untimed = [{k: v for k, v in log.items() if not k.startswith("time/")} for log in last]
+    assert untimed[0] == pytest.approx(untimed[1])
+
+
+class UnwritableReward(GRMPromptReward):
+    """A reward source whose state cannot be written: a save that fails half-way."""
+
+    def state_dict(self) -> dict:
+        raise OSError("disk full")
+
+
+def test_checkpoints_are_atomic_and_rotated(world, tmp_path):
+    args = config(tmp_path, world, save_total_limit=2)
+    trainer = trainer_for(world, args)
+    run, out = trainer.run, tmp_path / "run"
+
+    def save(step: int, reward=run.reward):
+        run.state.global_step = step
+        pieces = (run.policy, run.template, run.optimizer, run.scheduler, reward, args)
+        return save_checkpoint(out, run.state, *pieces)
+
+    first = save(1)
+    saved = {p.name: p.read_bytes() for p in first.iterdir() if p.is_file()}
+    assert {STATE_FILE, REWARD_FILE, "value_head.safetensors"} <= set(saved)
+    with pytest.raises(OSError, match="disk full"):  # a crash mid-save
+        save(2, UnwritableReward(run.reward.reward))
+    assert not (out / "checkpoint-2").exists() and (out / f"checkpoint-2{PARTIAL}").exists()
+    assert {p.name: p.read_bytes() for p in first.iterdir() if p.is_file()} == saved
+    save(2)
+    save(3)
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-2", "checkpoint-3"]
+    assert RunState.load(out / "checkpoint-3" / STATE_FILE).global_step == 3
+
+
+def test_reward_state_round_trips(world):
+    prompts = load_prompts(world["project"], 0.25, 0).train[:4]
+    replies = ["Thanks for telling me.", "Sorry to hear that.", "", "Okay."]
+
+    def reward() -> GRMPromptReward:
+        return GRMPromptReward(GRMReward.from_checkpoint(world["grm"], project=world["project"]))
+
+    used = reward()
+    used(prompts, replies, [None] * 4)  # the running normalisation absorbs this batch
+    state = json.loads(json.dumps(used.state_dict()))
+    assert state["mapper"]["count"] == 4
+    fresh = reward()
+    assert fresh.state_dict() != state
+    fresh.load_state_dict(state)
+    assert fresh.state_dict() == state
+    again = [fresh(prompts, replies, [None] * 4, update=False)]
+    again.append(used(prompts, replies, [None] * 4, update=False))
+    np.testing.assert_array_equal(*again)
 
 
 def test_config_rejects_bad_values(tmp_path):
     for bad in ({"kl_estimator": "k2"}, {"num_ppo_epochs": 0}, {"temperature": 0.0},
                 {"separator": ""}, {"max_steps": -1}, {"eval_share": 1.5},
-                {"eval_samples": 0}):  # fmt: skip
+                {"eval_samples": 0}, {"optim": "sgd"}):  # fmt: skip
         with pytest.raises(ValueError):
             config(tmp_path, **bad)
 
 
 def test_too_few_prompts_for_a_rollout_batch_is_refused(world, tmp_path):
     with pytest.raises(ValueError, match="fewer than one rollout batch"):
-        trainer_for(world, config(tmp_path, per_device_train_batch_size=64))
+        trainer_for(world, config(tmp_path, world, per_device_train_batch_size=64))
 
 
 def test_cli_trains_and_reports_the_held_out_reward(world, tmp_path, capsys):
     recipe = tmp_path / "ppo.yaml"
     recipe.write_text(
-        f"model_path: {world['policy']}\ngrm_path: {world['grm']}\ndata: {world['project']}\n"
+        f"model_path: {world['policy']}\ngrm: {world['grm']}\nproject: {world['project']}\n"
         f"output_dir: {tmp_path / 'run'}\nuse_cpu: true\nmax_steps: 1\neval_share: 0.25\n"
         "per_device_train_batch_size: 4\nresponse_length: 8\neval_prompts: 4\neval_samples: 2\n"
         "disable_tqdm: true\nsave_strategy: 'no'\n"
@@ -254,19 +321,19 @@ def test_cli_trains_and_reports_the_held_out_reward(world, tmp_path, capsys):
 def test_ppo_recipes_load_and_validate():
     from pathlib import Path
 
-    from rewardlab.rl.recipe import parse_ppo_config
+    from rewardlab.rl.ppo_config import parse_ppo_config
 
     recipes = sorted(Path(__file__).parents[1].joinpath("training").glob("ppo_*.yaml"))
     assert len(recipes) == 2
     for recipe in recipes:
         # bf16 needs a GPU to validate; everything else is checked as written
         parsed = parse_ppo_config(recipe, ["--output_dir", "/tmp/unused", "--bf16", "false"])
-        assert parsed.model_path and parsed.grm_path and parsed.data, recipe
+        assert parsed.model_path and parsed.grm and parsed.project, recipe
 
 
 def test_one_optimizer_step_per_mini_batch_with_gradient_accumulation(world, tmp_path):
     """2 epochs x 2 mini-batches, each accumulated over 2 micro-batches: 4 optimizer steps."""
-    trainer = trainer_for(world, config(tmp_path, max_steps=1))
+    trainer = trainer_for(world, config(tmp_path, world, max_steps=1))
     trainer.train()
     steps = {int(state["step"]) for state in trainer.optimizer.state.values()}
     assert steps == {2 * 2}

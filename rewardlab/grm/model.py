@@ -19,16 +19,12 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, PeftModel
 from tqdm.auto import tqdm
-from transformers import (
-    AutoModelForCausalLM,
-    AutoProcessor,
-    AutoTokenizer,
-    PreTrainedModel,
-    Qwen2AudioForConditionalGeneration,
-)
+from transformers import PreTrainedModel
 
+from rewardlab.backbones import freeze_audio_tower as freeze_tower
+from rewardlab.backbones import load_model, load_processor
 from rewardlab.grm.encoding import (
     AudioMode,
     EncodedPrompt,
@@ -116,25 +112,14 @@ class GenerativeRewardModel:
         media_root: Path | None = None,
         max_tokens: int = 2048,
     ) -> GenerativeRewardModel:
-        """Load a backbone (or a saved GRM: base + adapter + judge format) from a local path."""
+        """Load a backbone (or a saved GRM: base + adapter + judge format) from a local path;
+        a saved adapter is trainable when `lora` is given."""
         path = Path(path)
-        if not path.is_dir():
-            raise FileNotFoundError(f"no model directory at {path} (models load from local paths)")
+        model = load_model(path, dtype=dtype, lora=lora, adapter_trainable=lora is not None)
         fmt = fmt or (JudgeFormat.load(path) if (path / FORMAT_FILE).exists() else JudgeFormat())
-        adapter = path / "adapter_config.json"
-        base_path = path
-        if adapter.exists():  # a saved LoRA GRM: its base model path is in the adapter config
-            import json
-
-            base_path = Path(json.loads(adapter.read_text())["base_model_name_or_path"])
-        model = _load_backbone(base_path, dtype)
-        template = _load_template(path)
-        if adapter.exists():
-            model = PeftModel.from_pretrained(model, path, is_trainable=lora is not None)
-        elif lora is not None:
-            model = get_peft_model(model, lora)
-        if freeze_audio_tower and isinstance(_base(model), Qwen2AudioForConditionalGeneration):
-            _base(model).model.audio_tower.requires_grad_(False)
+        if freeze_audio_tower:
+            freeze_tower(model)
+        template = load_processor(path)
         return cls(model, template, fmt, media_root=media_root, max_tokens=max_tokens)
 
     def save(self, out: Path | str) -> Path:
@@ -259,20 +244,3 @@ class GenerativeRewardModel:
         )
         text = self.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
         return text.split(self.format.verdict_marker)[0].strip() or "(no critique)"
-
-
-def _base(model: Any) -> Any:
-    return model.get_base_model() if isinstance(model, PeftModel) else model
-
-
-def _load_backbone(path: Path, dtype: torch.dtype | None) -> PreTrainedModel:
-    config_text = (path / "config.json").read_text()
-    if '"qwen2_audio"' in config_text:
-        return Qwen2AudioForConditionalGeneration.from_pretrained(path, dtype=dtype)
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-
-
-def _load_template(path: Path) -> Any:
-    if (path / "processor_config.json").exists():
-        return AutoProcessor.from_pretrained(path)
-    return AutoTokenizer.from_pretrained(path)

@@ -9,6 +9,9 @@ re-applies the small projector to the cached states. A trainable tower runs on e
 The value head reads the decoder's last hidden state, the same trunk the policy's logits come
 from: one forward gives both. With a LoRA policy the reference policy is the same network
 with its adapters disabled (`reference_mode`); otherwise it is a frozen copy.
+
+`load_policy` loads one from a local directory through `rewardlab.backbones` (a backbone, a
+saved full policy, or a saved LoRA adapter), the same loader the GRM uses.
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import PeftModel
+from peft import LoraConfig, PeftModel
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import PreTrainedModel, Qwen2AudioForConditionalGeneration
+from transformers import PreTrainedModel
 from transformers.masking_utils import create_bidirectional_mask
 
+from rewardlab.backbones import audio_tower, base_model, family_of, load_model, load_processor
 from rewardlab.rl.prompts import Clips
 
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -48,11 +52,11 @@ class AudioPolicy(nn.Module):
 
     @property
     def base(self) -> PreTrainedModel:
-        return self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
+        return base_model(self.model)
 
     @property
     def is_audio(self) -> bool:
-        return isinstance(self.base, Qwen2AudioForConditionalGeneration)
+        return family_of(self.base).is_audio
 
     @property
     def is_lora(self) -> bool:
@@ -60,10 +64,10 @@ class AudioPolicy(nn.Module):
 
     @property
     def audio_tower_frozen(self) -> bool:
-        tower = self.base.model.audio_tower
-        return self.is_audio and not any(p.requires_grad for p in tower.parameters())
+        tower = audio_tower(self.model)
+        return tower is not None and not any(p.requires_grad for p in tower.parameters())
 
-    # what TRL's `unwrap_model_for_generation` and the Trainer expect of a model
+    # what TRL's `unwrap_model_for_generation` and ``gradient_checkpointing: true`` call
     @property
     def is_gradient_checkpointing(self) -> bool:
         base = self.base
@@ -100,11 +104,11 @@ class AudioPolicy(nn.Module):
                 yield self
         elif self.reference is not None:
             live = self.model
-            self._modules["model"] = self.reference
+            self.model = self.reference
             try:
                 yield self
             finally:
-                self._modules["model"] = live
+                self.model = live
         else:
             raise ValueError("this policy has no reference: not LoRA, and no frozen copy given")
 
@@ -112,10 +116,10 @@ class AudioPolicy(nn.Module):
 
     def _tower(self, clips: Clips) -> torch.Tensor:
         """The audio tower's output for each clip: (n, max tokens, d_audio)."""
-        tower = self.base.model.audio_tower
+        tower = audio_tower(self.model)
         features = clips.features.to(tower.conv1.weight.device, tower.conv1.weight.dtype)
         frames = clips.feature_mask.sum(-1).to(features.device)
-        conv_lengths, _ = tower._get_feat_extract_output_lengths(frames)
+        conv_lengths = family_of(self.base).conv_frames(frames)
         width = (features.shape[-1] - 2) // 2 + 1
         valid = torch.arange(width, device=features.device)[None, :] < conv_lengths[:, None]
         dummy = torch.zeros((len(clips), width, 1), dtype=features.dtype, device=features.device)
@@ -262,3 +266,31 @@ class AudioPolicy(nn.Module):
             return False
         self.value_head.load_state_dict(load_file(path))
         return True
+
+
+def load_policy(
+    path: Path | str,
+    *,
+    lora: LoraConfig | None = None,
+    freeze_audio_tower: bool = True,
+    dtype: torch.dtype | None = None,
+    reference: bool = True,
+) -> tuple[AudioPolicy, Any]:
+    """(policy with value head, processor or tokenizer) from a local directory: a backbone,
+    a saved full policy, or a saved LoRA adapter (trainable; its base path is in its config).
+
+    `reference`: give a full fine-tune a frozen copy of the weights loaded here.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"no policy directory at {path} (models load from local paths)")
+    model = load_model(path, dtype=dtype, lora=lora, adapter_trainable=True)
+    template = load_processor(path)
+    frozen = None
+    if reference and not isinstance(model, PeftModel):
+        frozen = AudioPolicy.frozen_reference(model)
+    policy = AudioPolicy(model, reference=frozen)
+    if freeze_audio_tower and policy.is_audio:
+        audio_tower(model).requires_grad_(False)
+    policy.load_value_head(path)
+    return policy, template

@@ -7,23 +7,34 @@ batch* is ``per_device_train_batch_size`` rollouts; ``gradient_accumulation_step
 make a *mini-batch* (one optimizer step); ``num_mini_batches`` mini-batches make the rollout
 batch sampled per update. Each update trains ``num_ppo_epochs`` passes over its rollouts.
 ``max_steps`` counts updates (rollouts), not optimizer steps.
+
+Of TrainingArguments' settings the recipe honours the run's (``output_dir``, ``seed``,
+``use_cpu``, ``bf16``, ``deepspeed``, ``gradient_checkpointing``, ``report_to``), the
+optimizer's (``learning_rate``, ``weight_decay``, ``adam_*``, ``max_grad_norm``, ``optim``:
+AdamW, fused or not), the schedule's (``lr_scheduler_type``, ``lr_scheduler_kwargs``,
+``warmup_steps``) and the checkpoints' (``save_strategy``, ``save_steps``,
+``save_total_limit``, ``resume_from_checkpoint``); ``logging_steps`` and ``disable_tqdm``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from transformers import TrainingArguments
 
 from rewardlab.grm.grm_config import BackboneArguments
+
+OPTIMIZERS = ("adamw_torch", "adamw_torch_fused")  # what `optimise.build_optimizer` builds
 
 
 @dataclass
 class AudioPPOConfig(TrainingArguments, BackboneArguments):
     # -- models and data ---------------------------------------------------------------------
     model_path: str = field(default="", metadata={"help": "local policy directory"})
-    grm_path: str = field(default="", metadata={"help": "a trained GRM (train-grm's final/)"})
-    data: str = field(
+    grm: str = field(default="", metadata={"help": "a trained GRM (train-grm's final/)"})
+    # (replaces TrainingArguments' Trackio project name, which this recipe does not use)
+    project: str = field(
         default="", metadata={"help": "the project (or Parquet export) whose dialogues prompt"}
     )
     eval_share: float | None = field(
@@ -111,6 +122,8 @@ class AudioPPOConfig(TrainingArguments, BackboneArguments):
         self.check_backbone()
         if not self.separator:
             raise ValueError("separator must be non-empty: it splits reasoning from the reply")
+        if self.optim not in OPTIMIZERS:
+            raise ValueError(f"optim must be one of {OPTIMIZERS} for PPO, got {self.optim!r}")
 
     @property
     def mini_batch_size(self) -> int:
@@ -120,3 +133,10 @@ class AudioPPOConfig(TrainingArguments, BackboneArguments):
     def rollout_batch_size(self) -> int:
         """Prompts sampled per update (on this process)."""
         return self.mini_batch_size * self.num_mini_batches
+
+
+def parse_ppo_config(path: Path, overrides: list[str] | None = None) -> AudioPPOConfig:
+    """A ``training/ppo_*.yaml`` recipe, then ``--flag value`` overrides."""
+    from rewardlab.grm.recipe import parse_config  # the GRM's parser (and its trainer) on demand
+
+    return parse_config(path, overrides, AudioPPOConfig)
