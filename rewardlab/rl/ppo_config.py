@@ -9,7 +9,7 @@ batch sampled per update. Each update trains ``num_ppo_epochs`` passes over its 
 ``max_steps`` counts updates (rollouts), not optimizer steps.
 
 Of TrainingArguments' settings the recipe honours the run's (``output_dir``, ``seed``,
-``use_cpu``, ``bf16``, ``deepspeed``, ``gradient_checkpointing``, ``report_to``), the
+``use_cpu``, ``bf16``, ``deepspeed``, ``activation_checkpointing``, ``report_to``), the
 optimizer's (``learning_rate``, ``weight_decay``, ``adam_*``, ``max_grad_norm``, ``optim``:
 AdamW, fused or not), the schedule's (``lr_scheduler_type``, ``lr_scheduler_kwargs``,
 ``warmup_steps``) and the checkpoints' (``save_strategy``, ``save_steps``,

@@ -138,8 +138,8 @@ def setup(
             " network with the adapters off; a separate frozen reference is not sharded"
         )
     disable_dropout_in_model(policy)
-    if config.gradient_checkpointing:
-        policy.gradient_checkpointing_enable(config.gradient_checkpointing_kwargs)
+    if config.activation_checkpointing:  # (``gradient_checkpointing``, its old name, maps here)
+        policy.gradient_checkpointing_enable(config.activation_checkpointing_kwargs)
     if policy.reference is not None:
         policy.reference.to(accelerator.device)
     optimizer = build_optimizer(policy, config)
