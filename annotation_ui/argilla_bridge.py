@@ -68,13 +68,7 @@ from urllib.parse import quote
 
 from pydantic import TypeAdapter, ValidationError
 
-from annotation_ui.presentation import (
-    AUDIO_MIME,
-    ORDERS,
-    shown_sides,
-    stored_level,
-    verdict_labels,
-)
+from annotation_ui.presentation import AUDIO_MIME, verdict_labels
 from rewardlab.rubrics import format_rubric
 from rewardlab.schema import (
     AudioRef,
@@ -82,6 +76,7 @@ from rewardlab.schema import (
     Dialogue,
     Identifier,
     Judgment,
+    Order,
     ProjectSettings,
     RecordError,
     Rubric,
@@ -122,9 +117,9 @@ def dataset_name(prefix: str, rubric_id: str | None) -> str:
     return prefix if rubric_id is None else f"{prefix}-rubric-{rubric_id}"
 
 
-def shown_order(task_id: str) -> str:
+def shown_order(task_id: str) -> Order:
     """The order a task is shown in: a coin flip seeded by its id, the same on every push."""
-    return ORDERS[hashlib.sha256(task_id.encode()).digest()[0] & 1]
+    return tuple(Order)[hashlib.sha256(task_id.encode()).digest()[0] & 1]
 
 
 def criterion_question(position: int, criterion_id: str) -> str:
@@ -219,7 +214,7 @@ def record_payload(
             )
         messages.append({"role": turn.role, "content": content})
     fields: dict[str, Any] = {"dialogue": messages}
-    for position, side in enumerate(shown_sides(order), 1):
+    for position, side in enumerate(order.sides, 1):
         candidate, label = getattr(task, side), f"Response {position}"
         if candidate.audio is not None:
             clips.append(
@@ -228,7 +223,7 @@ def record_payload(
         fields[f"response_{position}"] = _candidate_text(candidate, settings, label)
     if clips:
         fields["audio"] = {"clips": clips}
-    return {"id": task.id, "fields": fields, "metadata": {SHOWN_ORDER: order}}
+    return {"id": task.id, "fields": fields, "metadata": {SHOWN_ORDER: order.value}}
 
 
 def judgment_id(task_id: str, username: str) -> str:
@@ -238,7 +233,7 @@ def judgment_id(task_id: str, username: str) -> str:
 def judgment_from_response(
     task: Task,
     rubric: Rubric | None,
-    order: str,
+    order: str | Order,
     username: str,
     values: Mapping[str, Any],
     *,
@@ -257,15 +252,18 @@ def judgment_from_response(
         message = error.errors()[0]["msg"]
         problem = f"not usable as a rewardlab annotator id: {message}"
         raise RecordError(record, "username", problem) from None
-    if order not in ORDERS:
-        raise RecordError(record, f"metadata.{SHOWN_ORDER}", f"{order!r} is not one of {ORDERS}")
+    try:
+        order = Order(order)
+    except ValueError:
+        problem = f"{order!r} is not one of {tuple(o.value for o in Order)}"
+        raise RecordError(record, f"metadata.{SHOWN_ORDER}", problem) from None
     verdict = values.get(VERDICT)
     if verdict not in verdict_labels(k):
         raise RecordError(record, VERDICT, f"{verdict!r} is not a level of -{k}..{k}")
     shown_level = int(verdict)
     scores: dict[str, dict[str, int]] = {}
     known = {VERDICT, RATIONALE}
-    for position, side in enumerate(shown_sides(order), 1):
+    for position, side in enumerate(order.sides, 1):
         for criterion in rubric.criteria if rubric else ():
             name = criterion_question(position, criterion.id)
             known.add(name)
@@ -278,7 +276,7 @@ def judgment_from_response(
         "id": judgment_id(task.id, username),
         "task_id": task.id,
         "annotator_id": username,
-        "level": stored_level(shown_level, order),
+        "level": order.to_canonical(shown_level),
         "rubric_scores": scores,
         "rationale": values.get(RATIONALE) or "",
         "shown_order": order,
@@ -392,7 +390,7 @@ def dataset_settings(settings: ProjectSettings, rubric: Rubric | None) -> rg.Set
         questions=questions,
         metadata=[
             rg.TermsMetadataProperty(
-                name=SHOWN_ORDER, options=list(ORDERS), visible_for_annotators=False
+                name=SHOWN_ORDER, options=[o.value for o in Order], visible_for_annotators=False
             )
         ],
         distribution=rg.TaskDistribution(min_submitted=settings.annotators_per_task),

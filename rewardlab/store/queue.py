@@ -32,7 +32,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from rewardlab.schema import SHOWN_ORDERS, Judgment, RecordError, utc_now
+from rewardlab.schema import Judgment, Order, RecordError, utc_now
 from rewardlab.store.store import Store, StoreError, SubmitResult
 
 LEASE = timedelta(hours=1)
@@ -55,7 +55,7 @@ class Assignment:
     task_id: str
     annotator_id: str
     judgment_id: str  # the id the form submits with
-    shown_order: str  # "policy_first": the policy response is Response 1
+    shown_order: Order  # POLICY_FIRST: the policy response is Response 1
     assigned_at: datetime  # when it was served: time on task runs from here
     draft: dict | None
 
@@ -96,7 +96,7 @@ def next_assignment(
             task_id = task_id or _any_skip(db, params)
             if task_id is None:
                 return None
-            _serve(db, task_id, annotator_id, rng.choice(SHOWN_ORDERS), now.isoformat())
+            _serve(db, task_id, annotator_id, rng.choice(list(Order)), now.isoformat())
         return _assignment(db, task_id, annotator_id)
 
 
@@ -187,7 +187,7 @@ def _assignment(db: sqlite3.Connection, task_id: str, annotator_id: str) -> Assi
     ).fetchone()
     judgment_id, shown_order, assigned_at, draft = row
     if judgment_id is None:  # opened by Store.assign, which sets no order or id
-        judgment_id, shown_order = uuid.uuid4().hex, random.choice(SHOWN_ORDERS)
+        judgment_id, shown_order = uuid.uuid4().hex, random.choice(list(Order))
         db.execute(
             "UPDATE assignments SET judgment_id = ?, shown_order = ?"
             " WHERE task_id = ? AND annotator_id = ?",
@@ -197,7 +197,7 @@ def _assignment(db: sqlite3.Connection, task_id: str, annotator_id: str) -> Assi
         task_id=task_id,
         annotator_id=annotator_id,
         judgment_id=judgment_id,
-        shown_order=shown_order,
+        shown_order=Order(shown_order),
         assigned_at=datetime.fromisoformat(assigned_at),
         draft=json.loads(draft) if draft else None,
     )
@@ -302,9 +302,8 @@ def submit_assigned(store: Store, judgment: Judgment) -> SubmitResult:
         if row[1] != judgment.id:
             raise RecordError(record, "id", "is not the id this task was served with")
         if row[2] != judgment.shown_order:
-            raise RecordError(
-                record, "shown_order", f"{judgment.shown_order!r}, but the task was shown {row[2]}"
-            )
+            shown = f"{judgment.shown_order.value!r}, but the task was shown {row[2]}"
+            raise RecordError(record, "shown_order", shown)
         k = store.settings.annotators_per_task
         full = db.execute(
             "SELECT gold = 0 AND people_judgments >= ? FROM tasks WHERE id = ?",
