@@ -198,14 +198,8 @@ def build_admin_page(
         @as_ui_errors
         def people_table(request: gr.Request) -> Any:
             require_admin(request)
-            counts = dict(store._rows("SELECT annotator_id, COUNT(*) FROM judgments GROUP BY 1"))
-            today = dict(
-                store._rows(
-                    "SELECT annotator_id, COUNT(*) FROM judgments WHERE received_at >= ?"
-                    " GROUP BY 1",
-                    (start_of_today().isoformat(),),
-                )
-            )
+            counts = store.judgment_counts_by_annotator()
+            today = store.judgment_counts_by_annotator(since=start_of_today())
             rows = [
                 {
                     "id": a.id,
@@ -303,7 +297,7 @@ def build_admin_page(
             if choice != NO_RUBRIC:
                 stored = {r.id: r for r in store.rubrics()}
                 rubric = stored.get(choice) or library()[choice]
-            judged = {row[0] for row in store._rows("SELECT DISTINCT task_id FROM judgments")}
+            judged = store.judged_task_ids()
             targets = [
                 t.id
                 for t in store.tasks()

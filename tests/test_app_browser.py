@@ -167,7 +167,7 @@ def test_a_draft_survives_a_reload_and_a_dropped_connection(app, context):
     )
     page.get_by_text("Draft saved at").wait_for(timeout=15_000)  # and now the server has it
     with Store(project) as store:
-        (draft,) = store._rows(
+        (draft,) = store.query(
             "SELECT draft FROM assignments WHERE annotator_id = 'ann-2' AND task_id = 'spoken-t'"
         )[0]
     assert '"rationale": "first thoughts, typed offline"' in draft and '"level": -1' in draft
@@ -314,6 +314,6 @@ def test_an_admin_manages_accounts_settings_gold_rubrics_flags_and_imports(
         assert [a["display_name"] for a in store.annotators() if a["id"] == "ann-new"] == [
             "New <b>Person</b>"
         ]
-        assert store._rows(
+        assert store.query(
             "SELECT status FROM assignments WHERE task_id = ? AND annotator_id = 'ann-4'", (held,)
         ) == [("skipped",)]
