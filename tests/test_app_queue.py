@@ -365,6 +365,7 @@ def test_writers_on_separate_connections_never_over_assign(tmp_path: Path):
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
+    assert [t.name for t in threads if t.is_alive()] == []  # every writer finished its work
     assert errors == []
     with Store(tmp_path / "p") as store:
         stored = [j.id for j in store.judgments()]
