@@ -10,6 +10,7 @@ import pytest
 from app_harness import make_project
 
 from annotation_ui import dashboard
+from annotation_ui.admin import dashboard_view
 from annotation_ui.service import start_of_today
 from rewardlab.eval.agreement import (
     krippendorff_alpha_ordinal,
@@ -139,3 +140,7 @@ def test_missing_figures_read_as_words_not_none(tmp_path: Path):
     assert "| krippendorff alpha ordinal | no task judged by two annotators yet |" in page
     title = dashboard.agreement_figure(data, 3).axes[0].get_title()
     assert title.endswith("ordinal: no task judged by two annotators yet)")
+    with Store(tmp_path / "p") as store:
+        summary, *figures, flags, latest = dashboard_view(store)  # what the admin page shows
+    assert summary == page and figures == [None] * 5  # no figures before any judgment
+    assert (len(flags), len(latest)) == (0, 0)

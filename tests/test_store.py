@@ -191,3 +191,27 @@ def test_concurrent_openers_migrate_once(tmp_path: Path):
     connection = sqlite3.connect(db, isolation_level=None)
     assert schema_version(connection) == SCHEMA_VERSION
     assert migrate(connection) == SCHEMA_VERSION  # nothing left to do
+
+
+def test_reads_cannot_write_and_a_failed_transaction_writes_nothing(filled: Store):
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        filled.query("DELETE FROM annotators")
+    assert filled.count("annotators") == 2
+    with pytest.raises(RecordError, match="unknown task"), filled.transaction() as tx:
+        tx.execute("DELETE FROM annotators WHERE id = 'ann-2'")
+        tx.submit_judgment(judgment("j1", "t-none", "ann-1"))
+    assert filled.count("annotators") == 2  # rolled back with the refused judgment
+    filled.add_annotator("ann-3")  # and the store takes writes again
+
+
+def test_named_reads_for_the_admin_page(filled: Store):
+    filled.submit_judgments(
+        [
+            judgment("j1", "t1", "ann-1"),
+            judgment("j2", "t3", "ann-1"),
+            judgment("j3", "t1", "ann-2"),
+        ]
+    )
+    assert filled.judgment_counts_by_annotator() == {"ann-1": 2, "ann-2": 1}
+    assert filled.judgment_counts_by_annotator(since=utc_now()) == {}  # none received since
+    assert filled.judged_task_ids() == {"t1", "t3"}
