@@ -6,8 +6,9 @@ public API, for `gradio_client` and other front ends (levels and rubric scores a
 
     /next_task()                                  the open or next task view, or None
     /submit(task_id, judgment_id, level, rubric_scores, rationale, listened)
-                                                  {"judgment_id", "created"}; a resubmit of the
-                                                  same judgment id answers created=False
+                                                  {"judgment_id", "created"}; the same form
+                                                  sent again answers created=False, the same
+                                                  judgment id with other answers is refused
     /save_draft(task_id, draft)   /skip(task_id)   /flag(task_id, reason)   /progress()
 
 The page's own events are private API endpoints over the same service; its script
