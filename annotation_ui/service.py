@@ -170,17 +170,16 @@ class AnnotationService:
         queue.flag(self.store, annotator_id, task_id, reason[:2000])
 
     def submit(self, annotator_id: str, form: Any) -> SubmitResult:
-        """Store the form as a policy-vs-reference judgment; RecordError names what is wrong."""
+        """Store the form as a policy-vs-reference judgment; RecordError names what is wrong.
+
+        The same form sent again (a double click, a retry) is acknowledged with
+        ``created=False``; the same judgment id with other answers is refused.
+        """
         task_label = form.get("task_id") if isinstance(form, dict) else None
         record = f"submit of task {task_label!r}"
         parsed = _parse(Form, form, record)
-        stored = self.store.judgment(parsed.judgment_id)
-        if stored is not None and (stored.task_id, stored.annotator_id) == (
-            parsed.task_id,
-            annotator_id,
-        ):
-            return SubmitResult(stored.id, created=False)  # a double click or a retry
-        assignment = queue.open_assignment(self.store, annotator_id, parsed.task_id)
+        # a double click or a retry finds its task submitted: the store's retry rule decides
+        assignment = queue.submitted_or_open_assignment(self.store, annotator_id, parsed.task_id)
         task = self.store.task(parsed.task_id)
         self._check_form(parsed, task, assignment.shown_order, record)
         sides = assignment.shown_order.sides
