@@ -96,6 +96,7 @@ def test_make_demo_runs_each_demo_recipe_as_its_header_says():
 
 DOCS = [
     "README.md",
+    "ARCHITECTURE.md",
     "Makefile",
     "training/README.md",
     "benchmarks/README.md",
