@@ -1,6 +1,7 @@
-"""A regular (non-editable) install works: build a real wheel from the project's files, install
-it into a fresh venv and run the verbs that need the shipped rubric library, from outside the
-repository so that its `rubrics/` folder cannot be picked up.
+"""A regular install works: build a real wheel from the project's files, install it into a
+fresh venv and run the verbs that need the shipped rubric library, from outside the repository
+so that its `rubrics/` folder cannot be picked up. The editable install `make` does is run the
+same way.
 
 No network: the wheel is built with the shared environment's setuptools (no build isolation),
 and the fresh venv reaches the dependencies through a .pth line naming the shared environment's
@@ -46,63 +47,52 @@ def project_files(destination: Path) -> Path:
     return destination
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> Path:
-    """A fresh venv with the project's wheel installed; returns its bin/ folder."""
-    root = tmp_path_factory.mktemp("install")
-    source = project_files(root / "src")
-    pip = [sys.executable, "-m", "pip"]
-    run(
-        *pip,
-        "wheel",
-        "--no-deps",
-        "--no-build-isolation",
-        "--no-index",
-        "-q",
-        "-w",
-        root / "dist",
-        source,
-        cwd=root,
-    )
-    (wheel,) = (root / "dist").glob("rewardlab-*.whl")
+def fresh_venv(root: Path) -> Path:
+    """A venv with no packages of its own; the shared environment's serve as dependencies."""
     venv = root / "venv"
     run(sys.executable, "-m", "venv", "--without-pip", venv, cwd=root)
-    purelib = Path(
-        run(
-            venv / "bin" / "python",
-            "-c",
-            "import sysconfig; print(sysconfig.get_path('purelib'))",
-            cwd=root,
-        ).strip()
-    )
+    code = "import sysconfig; print(sysconfig.get_path('purelib'))"
+    purelib = Path(run(venv / "bin" / "python", "-c", code, cwd=root).strip())
     (purelib / "shared_dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
-    run(
-        *pip,
-        "--python",
-        venv / "bin" / "python",
-        "install",
-        "--no-deps",
-        "--no-index",
-        "-q",
-        wheel,
-        cwd=root,
-    )
-    return venv / "bin"
+    return venv
+
+
+@pytest.fixture(scope="module", params=["wheel", "editable"])
+def installed(request, tmp_path_factory) -> tuple[Path, Path]:
+    """(the fresh venv, the folder rewardlab must be imported from): the project's wheel
+    installed into it, or the copied project installed in editable mode as `make` does."""
+    root = tmp_path_factory.mktemp(request.param)
+    source = project_files(root / "src")
+    venv = fresh_venv(root)
+    pip = [sys.executable, "-m", "pip", "--python", venv / "bin" / "python"]
+    offline = ["--no-deps", "--no-build-isolation", "--no-index", "-q"]
+    if request.param == "editable":
+        run(*pip, "install", *offline, "-e", source, cwd=root)
+        return venv, source
+    run(*pip, "wheel", *offline, "-w", root / "dist", source, cwd=root)
+    (wheel,) = (root / "dist").glob("rewardlab-*.whl")
+    run(*pip, "install", *offline, wheel, cwd=root)
+    return venv, venv
 
 
 @pytest.mark.slow
-def test_wheel_install_runs_init_import_and_demo_data(installed: Path, tmp_path: Path):
+def test_install_runs_init_import_and_demo_data(installed: tuple[Path, Path], tmp_path: Path):
+    venv, home = installed
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1"}
     where = run(
-        installed / "python",
+        venv / "bin" / "python",
         "-c",
         "import rewardlab.rubrics as r; print(r.__file__); print(r.LIBRARY_DIR)",
         cwd=tmp_path,
         env=env,
     ).split()
-    venv = installed.parent
-    assert all(Path(path).is_relative_to(venv) for path in where), where  # not the checkout
-    assert Path(where[1]).name == "rubric_library" and not Path(where[1]).is_symlink()
+    assert all(Path(path).is_relative_to(home) for path in where), where  # not this checkout
+    library = Path(where[1])
+    assert not library.is_symlink() and sorted(library.glob("*.yaml"))
+    if home == venv:  # a wheel holds the files themselves, inside the package
+        assert library.parent.name == "rewardlab"
+    else:  # an editable install reads the one source, rubrics/, through the package's link
+        assert library == home / "rubrics"
 
     source = tmp_path / "source"
     write_clips(source, {"a.wav": 1.0, "c.wav": 0.8})
@@ -110,7 +100,7 @@ def test_wheel_install_runs_init_import_and_demo_data(installed: Path, tmp_path:
     rubric_task = task("t2", "d1", 0, rubric_id="inference_memory")  # a shipped rubric
     write_jsonl(source / "tasks.jsonl", [task("t1", "d2", 0), rubric_task])
 
-    rewardlab = installed / "rewardlab"
+    rewardlab = venv / "bin" / "rewardlab"
     made = run(rewardlab, "init", "proj", cwd=tmp_path, env=env)
     assert "K=3, 7 levels" in made
     imported = run(
