@@ -176,3 +176,5 @@ def test_config_fields_take_both_spellings(tmp_path: Path):
     snake = parse_config(recipe, ["--max_steps", "7", "--output_dir", "x", "--eval_share", "0.5"])
     assert (kebab.max_steps, kebab.output_dir, kebab.eval_share) == (7, "x", 0.5)
     assert (snake.max_steps, snake.output_dir, snake.eval_share) == (7, "x", 0.5)
+    # what the CLI passes on: a boolean's negation, snake-case on the command line
+    assert not parse_config(recipe, kebab_flags(["--no_freeze_audio_tower"])).freeze_audio_tower
