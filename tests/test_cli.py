@@ -178,3 +178,29 @@ def test_config_fields_take_both_spellings(tmp_path: Path):
     assert (snake.max_steps, snake.output_dir, snake.eval_share) == (7, "x", 0.5)
     # what the CLI passes on: a boolean's negation, snake-case on the command line
     assert not parse_config(recipe, kebab_flags(["--no_freeze_audio_tower"])).freeze_audio_tower
+
+
+def test_only_the_serve_and_argilla_commands_import_annotation_ui_and_only_lazily():
+    """The composition root's rule: rewardlab never imports its front ends, except the two
+    verbs that start them, inside their commands (so `import rewardlab.cli` loads neither)."""
+    import ast
+
+    import rewardlab
+
+    package = Path(rewardlab.__file__).parent
+    found = {}
+    for path in sorted(package.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        top_level = {id(node) for node in tree.body}
+        for node in ast.walk(tree):
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            if any(name.split(".")[0] == "annotation_ui" for name in names):
+                assert id(node) not in top_level, f"{path}: import annotation_ui lazily"
+                found.setdefault(str(path.relative_to(package)), []).append(node.lineno)
+    assert set(found) == {"commands/serve.py", "commands/argilla.py"}, found
