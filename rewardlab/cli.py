@@ -23,8 +23,9 @@ a GRM checkpoint, `--project` a project folder or Parquet export read beside a v
 `--config` a recipe in training/ whose other flags (`train-grm`, `ppo`) override its fields.
 
 This module is the composition root: it assembles the verbs of `rewardlab.commands` (each
-parser beside its command) and maps library errors to one line and exit status 1. Only it
-and those modules may import `annotation_ui` (`serve` and `argilla` do, lazily).
+parser beside its command) and maps library errors to one line and exit status 1. No
+rewardlab module imports `annotation_ui` except the `serve` and `argilla` commands, lazily,
+inside the command (tests/test_cli.py holds this).
 """
 
 from __future__ import annotations
