@@ -1,6 +1,6 @@
 """`AudioPPOConfig`: every setting of a PPO run, one dataclass (extends TrainingArguments).
 
-    rewardlab ppo --config training/ppo_demo.yaml [--kl_coef 0.1 ...]
+    rewardlab ppo --config training/ppo_demo.yaml [--kl-coef 0.1 ...]
 
 Batch sizes follow TRL's PPO trainer, so its users can carry their settings over: a *micro-
 batch* is ``per_device_train_batch_size`` rollouts; ``gradient_accumulation_steps`` of them
