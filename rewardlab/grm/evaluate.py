@@ -1,8 +1,8 @@
 """Calibrate and evaluate a trained GRM on its held-out tasks, top to bottom: the recipes of
 `rewardlab calibrate` and `rewardlab evaluate`.
 
-    rewardlab calibrate --grm demo_out/grm/final --data demo_out --method temperature
-    rewardlab evaluate --grm demo_out/grm/final --data demo_out --out demo_out/report
+    rewardlab calibrate --grm demo_out/grm/final --project demo_out --method temperature
+    rewardlab evaluate --grm demo_out/grm/final --project demo_out --out demo_out/report
 
 Which tasks: the GRM's own held-out split, drawn exactly as `train-grm` drew it (``eval_share``
 and ``split_seed`` from the checkpoint's ``grm_config.yaml``, or given), then halved by

@@ -33,8 +33,9 @@ from transformers import Trainer, TrainerCallback
 from rewardlab.grm.encoding import PromptEncoder, collate_full
 from rewardlab.grm.examples import GRMExample
 from rewardlab.grm.grm_config import GRMConfig
-from rewardlab.grm.judge_format import ORDERS, JudgeFormat, swap_response_labels
+from rewardlab.grm.judge_format import JudgeFormat, swap_response_labels
 from rewardlab.grm.model import verdict_logits
+from rewardlab.schema import Order
 
 
 class SwappedPairs(Dataset):
@@ -46,13 +47,13 @@ class SwappedPairs(Dataset):
     def __len__(self) -> int:
         return 2 * len(self.examples)
 
-    def __getitem__(self, index: int) -> tuple[GRMExample, str]:
-        return self.examples[index // 2], ORDERS[index % 2]
+    def __getitem__(self, index: int) -> tuple[GRMExample, Order]:
+        return self.examples[index // 2], tuple(Order)[index % 2]
 
 
 def shown_target(target: np.ndarray, order: str) -> np.ndarray:
     """The target over *shown* levels: reference-first negates the level (reverses -K..K)."""
-    return target if order == "policy_first" else target[::-1].copy()
+    return Order(order).to_shown_levels(target).copy()
 
 
 class PairedLengthSampler(Sampler[int]):
@@ -154,7 +155,7 @@ class GRMCollator:
         """The optimizer step the next batch trains in."""
         return self.batches // self.accumulation
 
-    def __call__(self, rows: list[tuple[GRMExample, str]]) -> dict[str, torch.Tensor]:
+    def __call__(self, rows: list[tuple[GRMExample, Order]]) -> dict[str, torch.Tensor]:
         step, share = self.step, self.fixed_order_share
         last_turns = 1 if step < self.history_warmup_steps else None
         self.batches += 1
@@ -162,9 +163,9 @@ class GRMCollator:
         for example, order in rows:
             rng = random.Random(f"{self.seed}:{step}:{example.task_id}:{order}")
             if rng.random() < share:
-                order = "policy_first"
+                order = Order.POLICY_FIRST
             critique = example.critique if rng.random() < self.critique_share else None
-            if critique is not None and order == "reference_first":
+            if critique is not None and order == Order.REFERENCE_FIRST:
                 critique = swap_response_labels(critique)
             prompts.append(
                 self.encoder.encode(example.item, order, critique=critique, last_turns=last_turns)
@@ -293,7 +294,7 @@ class GRMTrainer(Trainer):
         pairs: SwappedPairs = train_dataset or self.train_dataset
         encoder = self.collator.encoder
         lengths = [  # also fills the clip-feature cache the collator reads from
-            len(encoder.encode(example.item, ORDERS[0]))
+            len(encoder.encode(example.item, Order.POLICY_FIRST))
             for example in tqdm(pairs.examples, desc="measuring prompts", leave=False)
         ]
         # per device batch: each one the loader cuts must hold whole pairs

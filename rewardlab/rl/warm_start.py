@@ -22,13 +22,12 @@ from rewardlab.rl.policy import AudioPolicy, load_policy
 from rewardlab.rl.prompt_split import split_like_grm
 from rewardlab.rl.prompts import (
     DEFAULT_POLICY_SYSTEM,
-    THINK_END,
-    THINK_START,
     PolicyPromptEncoder,
     PPOPrompt,
     collate_prompts,
     prompts_from_examples,
 )
+from rewardlab.schema import THINK_END, THINK_START
 
 TRACES = (
     "Listen to how they sound.",
