@@ -33,9 +33,9 @@ demo: setup
 	$(VENV)/bin/rewardlab tiny-grm --project $(DEMO_DIR) --out $(DEMO_DIR)/tiny-grm-init
 	# the demo GRM in two stages: last-turn warm-up then full dialogues, then a refining run
 	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab train-grm --config training/grm_demo.yaml \
-		--model_path $(DEMO_DIR)/tiny-grm-init --data $(DEMO_DIR) --output_dir $(DEMO_DIR)/grm-stage1
+		--model_path $(DEMO_DIR)/tiny-grm-init --project $(DEMO_DIR) --output_dir $(DEMO_DIR)/grm-stage1
 	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab train-grm --config training/grm_demo_refine.yaml \
-		--model_path $(DEMO_DIR)/grm-stage1/final --data $(DEMO_DIR) --output_dir $(DEMO_DIR)/grm
+		--model_path $(DEMO_DIR)/grm-stage1/final --project $(DEMO_DIR) --output_dir $(DEMO_DIR)/grm
 	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab calibrate --grm $(DEMO_DIR)/grm/final --data $(DEMO_DIR) \
 		--method temperature
 	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab evaluate --grm $(DEMO_DIR)/grm/final --data $(DEMO_DIR) \
@@ -47,7 +47,7 @@ demo: setup
 		--audio-only-share 1 --seed 5 --force
 	$(VENV)/bin/rewardlab tiny-grm --project $(DEMO_DIR)/audio_world --out $(DEMO_DIR)/audio_world/tiny-grm-init
 	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab train-grm --config training/grm_audio_demo.yaml \
-		--model_path $(DEMO_DIR)/audio_world/tiny-grm-init --data $(DEMO_DIR)/audio_world \
+		--model_path $(DEMO_DIR)/audio_world/tiny-grm-init --project $(DEMO_DIR)/audio_world \
 		--output_dir $(DEMO_DIR)/audio_grm
 	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab tiny-policy --project $(DEMO_DIR)/audio_world \
 		--grm $(DEMO_DIR)/audio_grm/final --out $(DEMO_DIR)/policy-init --steps 150
