@@ -100,7 +100,7 @@ class GRMTrainer(Trainer):
             **kwargs,
         )
         self.verdict_ids = torch.tensor(encoder.format.verdict_token_ids(encoder.tokenizer))
-        self._metrics: dict[str, list[float]] = defaultdict(list)
+        self.step_metrics: dict[str, list[float]] = defaultdict(list)
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         """The schedule's learning-rate factor per step (see `GRMSchedule.lr_factor`)."""
@@ -147,20 +147,20 @@ class GRMTrainer(Trainer):
                 lm_logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
             )
             loss = loss + self.args.critique_weight * critique_loss
-            self._metrics["critique_loss"].append(critique_loss.item())
+            self.step_metrics["critique_loss"].append(critique_loss.item())
         levels = torch.arange(logits.shape[-1], device=logits.device) - logits.shape[-1] // 2
         predicted, wanted = log_p.exp() @ levels.float(), target @ levels.float()
         decided = wanted.abs() > 0.5
         if decided.any():
             agree = (predicted[decided].sign() == wanted[decided].sign()).float().mean()
-            self._metrics["judge/train_accuracy"].append(agree.item())
-        self._metrics["verdict_loss"].append(verdict_loss.item())
+            self.step_metrics["judge/train_accuracy"].append(agree.item())
+        self.step_metrics["verdict_loss"].append(verdict_loss.item())
         share = self.schedule.fixed_order_share_at(self.state.global_step)
-        self._metrics["fixed_order_share"].append(share)
+        self.step_metrics["fixed_order_share"].append(share)
         return (loss, {"logits": logits}) if return_outputs else loss
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
-        for name, values in self._metrics.items():
+        for name, values in self.step_metrics.items():
             logs[name] = round(float(np.mean(values)), 4)
-        self._metrics.clear()
+        self.step_metrics.clear()
         super().log(logs, *args, **kwargs)

@@ -84,17 +84,22 @@ class GRMSchedule:
             fixed_order_share=config.fixed_order_share,
             fixed_order_anneal=config.fixed_order_anneal,
             history_warmup_steps=config.history_warmup_steps,
-            restart_peak=config.history_restart_lr / config.learning_rate,
+            restart_peak=(
+                config.history_restart_lr / config.learning_rate
+                if config.history_restart_lr
+                else 0.0
+            ),
             stages=tuple(config.curriculum_stages()),
         )
         if config.max_steps <= 0:  # as the Trainer counts: epochs x steps of the first epoch
             steps = math.ceil(config.num_train_epochs * max(schedule.steps_in_epoch(0), 1))
             schedule = replace(schedule, max_steps=steps)
         warmup = config.get_warmup_steps(schedule.max_steps)
+        schedule = replace(schedule, warmup_steps=warmup)
+        if schedule.restart_peak:  # its own two cycles
+            return schedule
         return replace(
-            schedule,
-            warmup_steps=warmup,
-            trainer_lr_factor=trainer_lr_factor(config, schedule.max_steps, warmup),
+            schedule, trainer_lr_factor=trainer_lr_factor(config, schedule.max_steps, warmup)
         )
 
     # -- per step ------------------------------------------------------------------------------
