@@ -13,6 +13,7 @@ TORCH ?= torch==2.13.0
 DEMO_DIR ?= demo_out
 DEMO_N ?= 600
 DEMO_PAIRS ?= 4
+# PPO updates of the demo: training/ppo_demo.yaml's max_steps; another value is passed as a flag
 PPO_STEPS ?= 60
 # espeak-ng speaks the demo world; redis-server backs the argilla-server the Argilla tests start;
 # chromium is the browser the annotation app's tests drive (Playwright, no downloaded browser)
@@ -23,6 +24,16 @@ SYSTEM_COMMANDS := espeak-ng redis-server chromium
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rewardlab-installed
 
+# The demo recipes in training/ name demo_out's folders, so that each one's header command is
+# exactly what `make demo` runs; another DEMO_DIR passes its own folders as flags.
+moved = $(if $(filter-out demo_out,$(DEMO_DIR)),$(1))
+GRM_FOLDERS := --model-path $(DEMO_DIR)/tiny-grm-init --project $(DEMO_DIR) --output-dir $(DEMO_DIR)/grm-stage1
+REFINE_FOLDERS := --model-path $(DEMO_DIR)/grm-stage1/final --project $(DEMO_DIR) --output-dir $(DEMO_DIR)/grm
+AUDIO_GRM_FOLDERS := --model-path $(DEMO_DIR)/audio_world/tiny-grm-init \
+	--project $(DEMO_DIR)/audio_world --output-dir $(DEMO_DIR)/audio_grm
+PPO_FOLDERS := --model-path $(DEMO_DIR)/policy-init --grm $(DEMO_DIR)/audio_grm/final \
+	--project $(DEMO_DIR)/audio_world --output-dir $(DEMO_DIR)/ppo
+
 .PHONY: demo test setup system lint format bench clean-demo
 
 demo: setup
@@ -32,13 +43,11 @@ demo: setup
 	$(VENV)/bin/rewardlab export $(DEMO_DIR) --format hf --out $(DEMO_DIR)/exports/judgments_hf
 	$(VENV)/bin/rewardlab tiny-grm --project $(DEMO_DIR) --out $(DEMO_DIR)/tiny-grm-init
 	# the demo GRM in two stages: last-turn warm-up then full dialogues, then a refining run
-	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab train-grm --config training/grm_demo.yaml \
-		--model_path $(DEMO_DIR)/tiny-grm-init --project $(DEMO_DIR) --output_dir $(DEMO_DIR)/grm-stage1
-	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab train-grm --config training/grm_demo_refine.yaml \
-		--model_path $(DEMO_DIR)/grm-stage1/final --project $(DEMO_DIR) --output_dir $(DEMO_DIR)/grm
-	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab calibrate --grm $(DEMO_DIR)/grm/final --data $(DEMO_DIR) \
+	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab train-grm --config training/grm_demo.yaml$(call moved, $(GRM_FOLDERS))
+	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab train-grm --config training/grm_demo_refine.yaml$(call moved, $(REFINE_FOLDERS))
+	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab calibrate --grm $(DEMO_DIR)/grm/final --project $(DEMO_DIR) \
 		--method temperature
-	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab evaluate --grm $(DEMO_DIR)/grm/final --data $(DEMO_DIR) \
+	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab evaluate --grm $(DEMO_DIR)/grm/final --project $(DEMO_DIR) \
 		--out $(DEMO_DIR)/report --truth
 	@echo "GRM evaluation report: $(DEMO_DIR)/report/report.html (numbers: $(DEMO_DIR)/report/metrics.json)"
 	# RL: a GRM that hears the audio (the audio-only world), a tiny audio policy warm-started on
@@ -46,14 +55,11 @@ demo: setup
 	$(VENV)/bin/rewardlab demo-data --out $(DEMO_DIR)/audio_world --n 200 --pairs 4 \
 		--audio-only-share 1 --seed 5 --force
 	$(VENV)/bin/rewardlab tiny-grm --project $(DEMO_DIR)/audio_world --out $(DEMO_DIR)/audio_world/tiny-grm-init
-	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab train-grm --config training/grm_audio_demo.yaml \
-		--model_path $(DEMO_DIR)/audio_world/tiny-grm-init --project $(DEMO_DIR)/audio_world \
-		--output_dir $(DEMO_DIR)/audio_grm
+	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab train-grm --config training/grm_audio_demo.yaml$(call moved, $(AUDIO_GRM_FOLDERS))
 	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab tiny-policy --project $(DEMO_DIR)/audio_world \
 		--grm $(DEMO_DIR)/audio_grm/final --out $(DEMO_DIR)/policy-init --steps 150
-	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab ppo --config training/ppo_demo.yaml \
-		--model_path $(DEMO_DIR)/policy-init --grm_path $(DEMO_DIR)/audio_grm/final \
-		--data $(DEMO_DIR)/audio_world --output_dir $(DEMO_DIR)/ppo --max_steps $(PPO_STEPS)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab ppo --config training/ppo_demo.yaml$(call moved, $(PPO_FOLDERS))$(if \
+		$(filter-out 60,$(PPO_STEPS)), --max-steps $(PPO_STEPS))
 	@$(VENV)/bin/rewardlab demo-accounts $(DEMO_DIR)
 
 test: setup

@@ -6,8 +6,9 @@ public API, for `gradio_client` and other front ends (levels and rubric scores a
 
     /next_task()                                  the open or next task view, or None
     /submit(task_id, judgment_id, level, rubric_scores, rationale, listened)
-                                                  {"judgment_id", "created"}; a resubmit of the
-                                                  same judgment id answers created=False
+                                                  {"judgment_id", "created"}; the same form
+                                                  sent again answers created=False, the same
+                                                  judgment id with other answers is refused
     /save_draft(task_id, draft)   /skip(task_id)   /flag(task_id, reason)   /progress()
 
 The page's own events are private API endpoints over the same service; its script
@@ -96,137 +97,162 @@ def page_state(service: AnnotationService, annotator_id: str, view: dict | None)
 
 
 def build_annotate_page(service: AnnotationService) -> gr.Blocks:
-    store = service.store
-    with gr.Blocks(title=f"{store.settings.name} · rewardlab", analytics_enabled=False) as page:
-        header = gr.HTML(js_on_load=None)
-        with gr.Accordion("Guidelines and keyboard shortcuts", open=False, elem_id="rl-guide"):
-            guidelines = gr.Markdown()
-        empty = gr.HTML(visible=False, js_on_load=None)
-        with gr.Column(visible=False) as form:
-            timeline = gr.HTML(elem_id="rl-timeline", js_on_load=ON_TASK_SHOWN)
-            with gr.Row(equal_height=True):
-                response_1 = gr.HTML(elem_id="rl-response-1", js_on_load=None)
-                response_2 = gr.HTML(elem_id="rl-response-2", js_on_load=None)
-            level = gr.Radio(label="Which response is the better reply?", elem_id="rl-level")
-            rubric = gr.HTML(elem_id="rl-rubric-box", js_on_load=None)
-            rationale = gr.Textbox(
-                label="Rationale", lines=3, max_length=20_000, elem_id="rl-rationale"
-            )
-            with gr.Row():
-                submit = gr.Button("Submit (Enter)", variant="primary", elem_id="rl-submit")
-                skip = gr.Button("Skip for now", elem_id="rl-skip")
-            draft_status = gr.Markdown(elem_id="rl-draft-status")
-            with gr.Accordion("Report a broken task", open=False):
-                flag_reason = gr.Textbox(label="What is wrong?", elem_id="rl-flag-reason")
-                flag = gr.Button("Flag as broken", variant="stop", elem_id="rl-flag")
-        # the form's state, filled by the server and read by the events (hidden but in the DOM)
-        task_id = gr.Textbox(visible="hidden", elem_id="rl-task-id")
-        judgment_id = gr.Textbox(visible="hidden", elem_id="rl-judgment-id")
-        rubric_json = gr.Textbox(visible="hidden")
-        listened_json = gr.Textbox(visible="hidden")
-        draft_json = gr.Textbox(visible="hidden")
-        autosave = gr.Button("autosave", visible="hidden", elem_id="rl-autosave")
-
-        parts = {
-            "header": header,
-            "guidelines": guidelines,
-            "empty": empty,
-            "form": form,
-            "timeline": timeline,
-            "response_1": response_1,
-            "response_2": response_2,
-            "level": level,
-            "rubric": rubric,
-            "rationale": rationale,
-            "task_id": task_id,
-            "judgment_id": judgment_id,
-            "flag_reason": flag_reason,
-            "draft_status": draft_status,
-        }
-        page_outputs = list(parts.values())
-
-        def show(annotator_id: str, view: dict | None) -> list:
-            state = page_state(service, annotator_id, view)
-            return [state[name] for name in parts]
-
-        @as_ui_errors
-        def on_load(request: gr.Request) -> list:
-            annotator_id = annotator_of(request)
-            return show(annotator_id, service.next_task(annotator_id))
-
-        @as_ui_errors
-        def on_submit(
-            task: str,
-            judgment: str,
-            chosen: int | None,
-            scores: str,
-            why: str,
-            heard: str,
-            request: gr.Request,
-        ) -> list:
-            annotator_id = annotator_of(request)
-            if chosen is None:
-                raise gr.Error("Choose a level first (keys 1 to 9).", print_exception=False)
-            form_data = {
-                "task_id": task,
-                "judgment_id": judgment,
-                "level": chosen,
-                "rubric_scores": _parse_json(scores, "rubric_scores"),
-                "rationale": why or "",
-                "listened": _parse_json(heard, "listened"),
-            }
-            result = service.submit(annotator_id, form_data)
-            gr.Info("Saved." if result.created else "Already saved.", duration=2)
-            return show(annotator_id, service.next_task(annotator_id))
-
-        @as_ui_errors
-        def on_skip(task: str, request: gr.Request) -> list:
-            annotator_id = annotator_of(request)
-            service.skip(annotator_id, task)
-            return show(annotator_id, service.next_task(annotator_id))
-
-        @as_ui_errors
-        def on_flag(task: str, reason: str, request: gr.Request) -> list:
-            annotator_id = annotator_of(request)
-            service.flag(annotator_id, task, reason or "")
-            gr.Info("Thank you: the task is withdrawn until an admin looks at it.", duration=3)
-            return show(annotator_id, service.next_task(annotator_id))
-
-        @as_ui_errors
-        def on_autosave(task: str, draft: str, request: gr.Request) -> str:
-            if not task:
-                return ""
-            saved = service.save_draft(annotator_of(request), task, _parse_json(draft, "draft"))
-            return f"Draft saved at {utc_now():%H:%M:%S} UTC." if saved else ""
-
-        private = {"api_visibility": "private"}
-        page.load(on_load, None, page_outputs, **private)
-        submit.click(
-            on_submit,
-            [task_id, judgment_id, level, rubric_json, rationale, listened_json],
-            page_outputs,
-            js="(...args) => window.rewardlab.submitArgs(...args)",
-            trigger_mode="once",
-            show_progress="hidden",  # a refused submit must not cover the form
-            **private,
-        ).success(None, js="() => window.rewardlab.submitted()")
-        skip.click(on_skip, [task_id], page_outputs, **private)
-        flag.click(on_flag, [task_id, flag_reason], page_outputs, **private)
-        autosave.click(
-            on_autosave,
-            [task_id, draft_json],
-            [draft_status],
-            js="(task) => window.rewardlab.draftArgs(task)",
-            trigger_mode="always_last",
-            show_progress="hidden",
-            **private,
-        ).success(None, js="() => window.rewardlab.draftSaved()")
-
+    """The annotator's page: its layout, its own (private) events, and the public API."""
+    title = f"{service.store.settings.name} · rewardlab"
+    with gr.Blocks(title=title, analytics_enabled=False) as page:
+        parts, controls = _layout()
+        _page_events(page, service, parts, controls)
         _public_api(service)
     # One call at a time per endpoint: the store serialises its writes anyway, and more threads
     # only fight over the GIL (benchmarks/bench_annotation_app.py: p95 halves against 8).
     page.queue(default_concurrency_limit=1)
     return page
+
+
+def _layout() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The page's components: the parts every event redraws (named as in `page_state`), and
+    the controls and hidden fields the events read."""
+    header = gr.HTML(js_on_load=None)
+    with gr.Accordion("Guidelines and keyboard shortcuts", open=False, elem_id="rl-guide"):
+        guidelines = gr.Markdown()
+    empty = gr.HTML(visible=False, js_on_load=None)
+    with gr.Column(visible=False) as form:
+        timeline = gr.HTML(elem_id="rl-timeline", js_on_load=ON_TASK_SHOWN)
+        with gr.Row(equal_height=True):
+            response_1 = gr.HTML(elem_id="rl-response-1", js_on_load=None)
+            response_2 = gr.HTML(elem_id="rl-response-2", js_on_load=None)
+        level = gr.Radio(label="Which response is the better reply?", elem_id="rl-level")
+        rubric = gr.HTML(elem_id="rl-rubric-box", js_on_load=None)
+        rationale = gr.Textbox(
+            label="Rationale", lines=3, max_length=20_000, elem_id="rl-rationale"
+        )
+        with gr.Row():
+            submit = gr.Button("Submit (Enter)", variant="primary", elem_id="rl-submit")
+            skip = gr.Button("Skip for now", elem_id="rl-skip")
+        draft_status = gr.Markdown(elem_id="rl-draft-status")
+        with gr.Accordion("Report a broken task", open=False):
+            flag_reason = gr.Textbox(label="What is wrong?", elem_id="rl-flag-reason")
+            flag = gr.Button("Flag as broken", variant="stop", elem_id="rl-flag")
+    # the form's state, filled by the server and read by the events (hidden but in the DOM)
+    parts = {
+        "header": header,
+        "guidelines": guidelines,
+        "empty": empty,
+        "form": form,
+        "timeline": timeline,
+        "response_1": response_1,
+        "response_2": response_2,
+        "level": level,
+        "rubric": rubric,
+        "rationale": rationale,
+        "task_id": gr.Textbox(visible="hidden", elem_id="rl-task-id"),
+        "judgment_id": gr.Textbox(visible="hidden", elem_id="rl-judgment-id"),
+        "flag_reason": flag_reason,
+        "draft_status": draft_status,
+    }
+    controls = {
+        "submit": submit,
+        "skip": skip,
+        "flag": flag,
+        "rubric_json": gr.Textbox(visible="hidden"),
+        "listened_json": gr.Textbox(visible="hidden"),
+        "draft_json": gr.Textbox(visible="hidden"),
+        "autosave": gr.Button("autosave", visible="hidden", elem_id="rl-autosave"),
+    }
+    return parts, controls
+
+
+def _page_events(
+    page: gr.Blocks, service: AnnotationService, parts: dict[str, Any], controls: dict[str, Any]
+) -> None:
+    """The page's own events (private endpoints): each acts, then redraws every part."""
+
+    def show(annotator_id: str, view: dict | None) -> list:
+        state = page_state(service, annotator_id, view)
+        return [state[name] for name in parts]
+
+    @as_ui_errors
+    def on_load(request: gr.Request) -> list:
+        annotator_id = annotator_of(request)
+        return show(annotator_id, service.next_task(annotator_id))
+
+    @as_ui_errors
+    def on_submit(
+        task: str,
+        judgment: str,
+        chosen: int | None,
+        scores: str,
+        why: str,
+        heard: str,
+        request: gr.Request,
+    ) -> list:
+        annotator_id = annotator_of(request)
+        if chosen is None:
+            raise gr.Error("Choose a level first (keys 1 to 9).", print_exception=False)
+        form_data = {
+            "task_id": task,
+            "judgment_id": judgment,
+            "level": chosen,
+            "rubric_scores": _parse_json(scores, "rubric_scores"),
+            "rationale": why or "",
+            "listened": _parse_json(heard, "listened"),
+        }
+        result = service.submit(annotator_id, form_data)
+        gr.Info("Saved." if result.created else "Already saved.", duration=2)
+        return show(annotator_id, service.next_task(annotator_id))
+
+    @as_ui_errors
+    def on_skip(task: str, request: gr.Request) -> list:
+        annotator_id = annotator_of(request)
+        service.skip(annotator_id, task)
+        return show(annotator_id, service.next_task(annotator_id))
+
+    @as_ui_errors
+    def on_flag(task: str, reason: str, request: gr.Request) -> list:
+        annotator_id = annotator_of(request)
+        service.flag(annotator_id, task, reason or "")
+        gr.Info("Thank you: the task is withdrawn until an admin looks at it.", duration=3)
+        return show(annotator_id, service.next_task(annotator_id))
+
+    outputs, private = list(parts.values()), {"api_visibility": "private"}
+    form_inputs = [parts["task_id"], parts["judgment_id"], parts["level"], controls["rubric_json"]]
+    form_inputs += [parts["rationale"], controls["listened_json"]]
+    page.load(on_load, None, outputs, **private)
+    controls["submit"].click(
+        on_submit,
+        form_inputs,
+        outputs,
+        js="(...args) => window.rewardlab.submitArgs(...args)",
+        trigger_mode="once",
+        show_progress="hidden",  # a refused submit must not cover the form
+        **private,
+    ).success(None, js="() => window.rewardlab.submitted()")
+    controls["skip"].click(on_skip, [parts["task_id"]], outputs, **private)
+    controls["flag"].click(on_flag, [parts["task_id"], parts["flag_reason"]], outputs, **private)
+    _autosave_event(service, parts, controls)
+
+
+def _autosave_event(
+    service: AnnotationService, parts: dict[str, Any], controls: dict[str, Any]
+) -> None:
+    """The page script clicks the hidden autosave button a moment after each change."""
+
+    @as_ui_errors
+    def on_autosave(task: str, draft: str, request: gr.Request) -> str:
+        if not task:
+            return ""
+        saved = service.save_draft(annotator_of(request), task, _parse_json(draft, "draft"))
+        return f"Draft saved at {utc_now():%H:%M:%S} UTC." if saved else ""
+
+    controls["autosave"].click(
+        on_autosave,
+        [parts["task_id"], controls["draft_json"]],
+        [parts["draft_status"]],
+        js="(task) => window.rewardlab.draftArgs(task)",
+        trigger_mode="always_last",
+        show_progress="hidden",
+        api_visibility="private",
+    ).success(None, js="() => window.rewardlab.draftSaved()")
 
 
 def _public_api(service: AnnotationService) -> None:

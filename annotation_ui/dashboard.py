@@ -39,8 +39,26 @@ def _round(value: Any) -> float | None:
     return None if value is None or np.isnan(value) else round(float(value), 3)
 
 
+# what a figure reads while there is nothing to compute it from (never "None")
+NOT_YET = {
+    "krippendorff_alpha_ordinal": "no task judged by two annotators yet",
+    "mean_pairwise_qwk": "no two annotators share 5 tasks yet",
+    "response_1_wins": "no verdict other than a tie yet",
+    "gold_accuracy": "no gold judged yet",
+}
+
+
+def shown(name: str, value: Any) -> str:
+    """A headline figure as the page shows it: its words from `NOT_YET` while it is None."""
+    if value is None:
+        return NOT_YET[name]
+    return str(value)
+
+
 def summary_markdown(numbers: dict) -> str:
-    rows = "\n".join(f"| {name.replace('_', ' ')} | {value} |" for name, value in numbers.items())
+    rows = "\n".join(
+        f"| {name.replace('_', ' ')} | {shown(name, value)} |" for name, value in numbers.items()
+    )
     return f"| measure | value |\n|---|---|\n{rows}"
 
 
@@ -123,7 +141,7 @@ def agreement_figure(judgments: pl.DataFrame, k: int) -> Figure:
     per_task, pairs = figure.subplots(1, 2)
     shared = aggregate_by_task(judgments, k).filter(pl.col("n") > 1)
     per_task.hist(shared["agreement"].to_list(), bins=np.linspace(0, 1, 11), color="#4c72b0")
-    alpha = _round(alpha_of_levels(judgments, k))
+    alpha = shown("krippendorff_alpha_ordinal", _round(alpha_of_levels(judgments, k)))
     per_task.set_title(f"Agreement per task (Krippendorff's alpha, ordinal: {alpha})")
     per_task.set_xlabel("share of a task's annotators at its majority level")
     per_task.set_ylabel("tasks")

@@ -2,25 +2,15 @@
 
 A task is judged policy vs reference, but annotators see "Response 1" and "Response 2" in a
 random order and pick a level *as shown*: positive when Response 1 is better. The front end
-undoes the order before storing (`stored_level`), so judgments stay policy-vs-reference.
+undoes the order before storing (`Order.to_canonical`, `Order.sides` in `rewardlab.schema`), so
+judgments stay policy-vs-reference.
 """
 
 from __future__ import annotations
 
-from rewardlab.schema import SHOWN_ORDERS, level_names
+from rewardlab.schema import level_names
 
-ORDERS = SHOWN_ORDERS  # the two orders a task can be shown in
 AUDIO_MIME = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", ".mp3": "audio/mpeg"}
-
-
-def shown_sides(order: str) -> tuple[str, str]:
-    """The task sides shown as Response 1 and Response 2."""
-    return ("policy", "reference") if order == "policy_first" else ("reference", "policy")
-
-
-def stored_level(shown_level: int, order: str) -> int:
-    """The policy-vs-reference level of a level picked as shown (its own inverse)."""
-    return shown_level if order == "policy_first" else -shown_level
 
 
 def verdict_labels(k: int) -> dict[str, str]:

@@ -26,12 +26,13 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from annotation_ui.presentation import shown_sides, stored_level, verdict_labels
+from annotation_ui.presentation import verdict_labels
 from rewardlab.rubrics import validate_rubric_scores
 from rewardlab.schema import (
     AudioRef,
     Identifier,
     Judgment,
+    Order,
     RecordError,
     Rubric,
     Task,
@@ -128,7 +129,7 @@ class AnnotationService:
             for i, turn in enumerate(dialogue.turns[: task.turn_index + 1])
         ]
         responses = []
-        for position, side in enumerate(shown_sides(assignment.shown_order), 1):
+        for position, side in enumerate(assignment.shown_order.sides, 1):
             candidate = getattr(task, side)
             responses.append(
                 {
@@ -169,25 +170,24 @@ class AnnotationService:
         queue.flag(self.store, annotator_id, task_id, reason[:2000])
 
     def submit(self, annotator_id: str, form: Any) -> SubmitResult:
-        """Store the form as a policy-vs-reference judgment; RecordError names what is wrong."""
+        """Store the form as a policy-vs-reference judgment; RecordError names what is wrong.
+
+        The same form sent again (a double click, a retry) is acknowledged with
+        ``created=False``; the same judgment id with other answers is refused.
+        """
         task_label = form.get("task_id") if isinstance(form, dict) else None
         record = f"submit of task {task_label!r}"
         parsed = _parse(Form, form, record)
-        stored = self.store.judgment(parsed.judgment_id)
-        if stored is not None and (stored.task_id, stored.annotator_id) == (
-            parsed.task_id,
-            annotator_id,
-        ):
-            return SubmitResult(stored.id, created=False)  # a double click or a retry
-        assignment = queue.open_assignment(self.store, annotator_id, parsed.task_id)
+        # a double click or a retry finds its task submitted: the store's retry rule decides
+        assignment = queue.submitted_or_open_assignment(self.store, annotator_id, parsed.task_id)
         task = self.store.task(parsed.task_id)
         self._check_form(parsed, task, assignment.shown_order, record)
-        sides = shown_sides(assignment.shown_order)
+        sides = assignment.shown_order.sides
         data = {
             "id": parsed.judgment_id,
             "task_id": task.id,
             "annotator_id": annotator_id,
-            "level": stored_level(parsed.level, assignment.shown_order),
+            "level": assignment.shown_order.to_canonical(parsed.level),
             "rubric_scores": {
                 sides[int(key[-1]) - 1]: scores
                 for key, scores in parsed.rubric_scores.items()
@@ -204,7 +204,7 @@ class AnnotationService:
             raise errors_of(error, record)[0] from None
         return queue.submit_assigned(self.store, judgment)
 
-    def _check_form(self, form: Form, task: Task, order: str, record: str) -> None:
+    def _check_form(self, form: Form, task: Task, order: Order, record: str) -> None:
         """Checks made in the terms the annotator saw (an error must not reveal the order)."""
         try:
             check_level(form.level, self.store.k)
@@ -222,7 +222,7 @@ class AnnotationService:
                 raise RecordError(record, f"listened.{path}", "not a clip of this task")
         if not self.store.settings.require_full_listen:
             return
-        for position, side in enumerate(shown_sides(order), 1):
+        for position, side in enumerate(order.sides, 1):
             audio = getattr(task, side).audio
             played = form.listened.get(audio.path, 0.0) if audio else 1.0
             if played < FULL_LISTEN:

@@ -5,7 +5,7 @@
     /login, /logout        our own login page (POST username + password, as gradio_client does)
     /media/<path>          the project's audio, only under its media root, only audio types
     /admin/export/<fmt>    judgments as parquet, jsonl or a zipped HF dataset (admins)
-    /admin/...             the admin pages (Gradio), admins only
+    /admin/...             the admin pages (Gradio), admins only; /admin redirects to /admin/
     /...                   the annotator's page and its API (Gradio)
 
 `SessionGate` wraps everything, Gradio's own routes included: a request without a live
@@ -259,6 +259,12 @@ def add_routes(app: FastAPI, store: Store, sessions: Sessions, cookie: str) -> N
             raise HTTPException(404, "no such clip")
         headers = {"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"}
         return FileResponse(file, media_type=mime, headers=headers)
+
+    @app.get("/admin")
+    def admin_root(request: Request) -> RedirectResponse:
+        """The admin app is mounted at /admin/; /admin (as people type it) leads there."""
+        query = f"?{request.url.query}" if request.url.query else ""
+        return RedirectResponse(f"/admin/{query}", 307)
 
     @app.get("/admin/export/{fmt}")
     def export(fmt: str) -> FileResponse:

@@ -27,9 +27,9 @@ import torch
 from rewardlab.demo import DemoConfig, build_demo_project
 from rewardlab.grm.encoding import audio_batch, collate_full
 from rewardlab.grm.examples import load_examples
-from rewardlab.grm.judge_format import ORDERS
 from rewardlab.grm.model import GenerativeRewardModel
 from rewardlab.grm.tiny import TinySize, build_tiny_grm
+from rewardlab.schema import Order
 
 
 def timed(fn) -> tuple[float, object]:
@@ -42,7 +42,7 @@ def generate_then_parse(grm: GenerativeRewardModel, items, tokens: int, batch: i
     """Greedy critique of exactly `tokens` tokens per (task, order), then a regex; failures."""
     pattern = re.compile(rf"{re.escape(grm.format.verdict_marker)}\s*([A-Z])")
     failures = 0
-    prompts = [grm.encoder.encode(item, order) for item in items for order in ORDERS]
+    prompts = [grm.encoder.encode(item, order) for item in items for order in Order]
     for start in range(0, len(prompts), batch):
         chunk = prompts[start : start + batch]
         # left-pad for generation
@@ -68,7 +68,7 @@ def generate_then_parse(grm: GenerativeRewardModel, items, tokens: int, batch: i
 def seq_cls_floor(grm: GenerativeRewardModel, items, batch: int) -> torch.Tensor:
     backbone = grm.model.model  # Qwen2AudioModel: audio tower + projector + decoder, no LM head
     head = torch.nn.Linear(backbone.config.text_config.hidden_size, 1)
-    prompts = [grm.encoder.encode(item, order) for item in items for order in ORDERS]
+    prompts = [grm.encoder.encode(item, order) for item in items for order in Order]
     scores = []
     for start in range(0, len(prompts), batch):
         inputs = collate_full(prompts[start : start + batch], grm.tokenizer.pad_token_id)

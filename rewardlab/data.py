@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from rewardlab.schema import Order
+
 
 def aggregate_by_task(judgments: pl.DataFrame, k: int) -> pl.DataFrame:
     """One row per task: n, level_mean, level_std, majority_level, agreement, soft_target.
@@ -54,7 +56,7 @@ def project_stats(judgments: pl.DataFrame, k: int) -> dict[str, object]:
     by_task = aggregate_by_task(judgments, k)
     decided = judgments.filter(pl.col("level") != 0)
     first_won = decided.filter(
-        (pl.col("level") > 0) == (pl.col("shown_order") == "policy_first")
+        (pl.col("level") > 0) == (pl.col("shown_order") == Order.POLICY_FIRST)
     ).height
     gold = judgments.filter(pl.col("gold"))
     shared = by_task.filter(pl.col("n") > 1)["agreement"]  # tasks more than one person judged
@@ -94,7 +96,7 @@ def per_annotator(judgments: pl.DataFrame, k: int) -> pl.DataFrame:
         pl.col("level").sum().alias("task_sum"), pl.len().alias("task_n")
     )
     others = (pl.col("task_sum") - pl.col("level")) / (pl.col("task_n") - 1)
-    first_won = (pl.col("level") > 0) == (pl.col("shown_order") == "policy_first")
+    first_won = (pl.col("level") > 0) == (pl.col("shown_order") == Order.POLICY_FIRST)
     decided = pl.col("level") != 0
     return (
         judgments.join(totals, on="task_id")

@@ -24,7 +24,10 @@ import yaml
 
 from rewardlab.schema import RecordError, Rubric, RubricScores, parse_record
 
-LIBRARY_DIR = Path(__file__).resolve().parents[1] / "rubrics"
+# The package's `rubric_library` is a symlink to the repository's `rubrics/` (the one source): a
+# checkout or an editable install reads that folder through it, and a wheel holds real copies of
+# its files there (pyproject.toml's package-data), so an installed rewardlab finds its rubrics.
+LIBRARY_DIR = (Path(__file__).parent / "rubric_library").resolve()
 
 
 def load_rubric(path: Path) -> Rubric:

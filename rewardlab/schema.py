@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -31,6 +32,9 @@ from pydantic import (
 
 DEFAULT_K = 3
 MAX_K = 10
+# A policy completion is ``<think>trace</think>reply``: the trace becomes a candidate's (or
+# turn's) `reasoning`, the reply its `text`; the GRM judges only the reply.
+THINK_START, THINK_END = "<think>", "</think>"
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 Identifier = Annotated[
     str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$")
@@ -197,8 +201,57 @@ class Task(_Model):
         return [c.audio for c in (self.policy, self.reference) if c.audio is not None]
 
 
-RubricScores = dict[Literal["policy", "reference"], dict[str, int]]
-SHOWN_ORDERS = ("policy_first", "reference_first")  # which response a front end showed first
+Side = Literal["policy", "reference"]
+RubricScores = dict[Side, dict[str, int]]
+T = TypeVar("T")
+Level = TypeVar("Level", int, float)
+
+
+class Order(StrEnum):
+    """Which response a front end showed first, as "Response 1".
+
+    The invariant: levels are stored policy-vs-reference (positive: the policy is better),
+    whatever order they were shown in. Only front ends (the annotation app, the Argilla bridge,
+    the GRM's prompt and target builder) see levels *as shown*, positive when Response 1 is
+    better, and they convert shown <-> canonical through these helpers and nowhere else.
+
+    The values are the strings stored in SQLite, exports and HTTP payloads.
+    """
+
+    POLICY_FIRST = "policy_first"
+    REFERENCE_FIRST = "reference_first"
+
+    def swapped(self) -> Order:
+        """The other order."""
+        return Order.REFERENCE_FIRST if self is Order.POLICY_FIRST else Order.POLICY_FIRST
+
+    def to_shown(self, level: Level) -> Level:
+        """The level as shown (Response 1 vs Response 2) of a policy-vs-reference level."""
+        return level if self is Order.POLICY_FIRST else -level
+
+    def to_canonical(self, level: Level) -> Level:
+        """The policy-vs-reference level of a level picked as shown (inverse of `to_shown`)."""
+        return level if self is Order.POLICY_FIRST else -level
+
+    def to_shown_levels(self, probs: T) -> T:
+        """A distribution (or target) over levels -K..K on the last axis, (..., 2K+1), as shown.
+
+        Reference-first negates every level, i.e. reverses the last axis (a numpy view).
+        """
+        return probs if self is Order.POLICY_FIRST else probs[..., ::-1]  # type: ignore[index]
+
+    def to_canonical_levels(self, probs: T) -> T:
+        """The policy-vs-reference distribution of one over shown levels (..., 2K+1)."""
+        return self.to_shown_levels(probs)
+
+    def shown_pair(self, policy: T, reference: T) -> tuple[T, T]:
+        """(Response 1, Response 2): the policy's and the reference's things in shown order."""
+        return (policy, reference) if self is Order.POLICY_FIRST else (reference, policy)
+
+    @property
+    def sides(self) -> tuple[Side, Side]:
+        """The task sides shown as Response 1 and Response 2."""
+        return self.shown_pair("policy", "reference")
 
 
 def utc_now() -> datetime:
@@ -218,7 +271,7 @@ class Judgment(_Model):
     listened: dict[str, float] = Field(
         default_factory=dict, description="fraction of each clip played, keyed by media path"
     )
-    shown_order: Literal["policy_first", "reference_first"] = "policy_first"
+    shown_order: Order = Order.POLICY_FIRST
     created_at: datetime = Field(default_factory=utc_now)
 
     @field_validator("level")
@@ -244,7 +297,7 @@ class Judgment(_Model):
     @property
     def shown_level(self) -> int:
         """The level as the annotator saw it: positive when the left (first) response won."""
-        return self.level if self.shown_order == "policy_first" else -self.level
+        return self.shown_order.to_shown(self.level)
 
 
 class RecordError(ValueError):

@@ -54,6 +54,10 @@ def test_an_annotator_works_through_tasks_and_a_retry_stores_nothing_twice(app):
         "created": True,
     }
     assert ann.predict(*args, api_name="/submit")["created"] is False  # the retry
+    changed = (*args[:4], "on second thoughts", {})
+    with pytest.raises(AppError, match="already stored with different content") as refused:
+        ann.predict(*changed, api_name="/submit")
+    assert f"judgment {task['judgment_id']!r}: rationale:" in str(refused.value)
     assert ann.predict(api_name="/progress")["text"] == "1 of 40 today"
     following = ann.predict(api_name="/next_task")
     assert following["task_id"] == "xss-t"

@@ -8,13 +8,13 @@ import json
 import shutil
 import zipfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from app_harness import PASSWORDS, TEMPLATE_TEXT, XSS_TEXT, make_app_project, running_app
 from gradio_client import Client
 
-from annotation_ui.presentation import stored_level
 from rewardlab.store import Store
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -62,6 +62,12 @@ def log_in(page, url: str, name: str, start: str = "/") -> None:
 def shown_task(page) -> dict:
     page.wait_for_selector("#rl-task-meta", state="attached", timeout=30_000)
     return page.evaluate("() => JSON.parse(document.querySelector('#rl-task-meta').dataset.meta)")
+
+
+def is_queue_join(request) -> bool:
+    """A request that sends one Gradio event (a submit, an autosave, ...) to the server."""
+    path = urlsplit(request.url).path
+    return request.method == "POST" and path.endswith("/gradio_api/queue/join")
 
 
 def wait_for_task(page, task_id: str) -> dict:
@@ -132,7 +138,7 @@ def test_annotate_with_the_keyboard_submit_reload_and_find_it_stored(app, contex
     with Store(project) as store:
         (judgment,) = store.judgments(annotator_id="ann-1")
     assert judgment.task_id == "spoken-t" and judgment.id == task["judgmentId"]
-    assert judgment.level == stored_level(1, judgment.shown_order)
+    assert judgment.shown_level == 1  # the annotator picked Response 1, slightly better
     assert judgment.rationale == "Response 1 sounds calmer."
     assert all(judgment.listened[clip] >= 0.98 for clip in task["candidateClips"])
     assert judgment.listened[history_clip] >= 0.98
@@ -156,8 +162,16 @@ def test_a_draft_survives_a_reload_and_a_dropped_connection(app, context):
     expect(page.locator("#rl-level input").nth(4)).to_be_checked()
 
     context.set_offline(True)
-    page.locator("#rl-rationale textarea").press_sequentially(", typed offline")
-    page.wait_for_timeout(2_000)  # the autosave fails while offline
+    with page.expect_event("requestfailed", predicate=is_queue_join, timeout=15_000):
+        page.locator("#rl-rationale textarea").press_sequentially(", typed offline")
+    # the autosave failed while offline: the browser's copy holds the text, not yet synced
+    local = page.evaluate(
+        "id => JSON.parse(localStorage.getItem(`rewardlab:draft:${id}`))", task["judgmentId"]
+    )
+    assert (local["draft"]["rationale"], local["synced"]) == (
+        "first thoughts, typed offline",
+        False,
+    )
     context.set_offline(False)
     page.reload()
     wait_for_task(page, "spoken-t")
@@ -167,7 +181,7 @@ def test_a_draft_survives_a_reload_and_a_dropped_connection(app, context):
     )
     page.get_by_text("Draft saved at").wait_for(timeout=15_000)  # and now the server has it
     with Store(project) as store:
-        (draft,) = store._rows(
+        (draft,) = store.query(
             "SELECT draft FROM assignments WHERE annotator_id = 'ann-2' AND task_id = 'spoken-t'"
         )[0]
     assert '"rationale": "first thoughts, typed offline"' in draft and '"level": -1' in draft
@@ -182,9 +196,18 @@ def test_a_double_click_submits_once(app, context):
     for clip in task["candidateClips"]:
         play_to_end(page, clip)
     page.locator("#rl-level label").nth(3).click()  # about the same
+    submits = []  # every event the page sends that carries this judgment id is a submit
+    page.on(
+        "request",
+        lambda r: (
+            submits.append(r)
+            if is_queue_join(r) and task["judgmentId"] in (r.post_data or "")
+            else None
+        ),
+    )
     page.locator("#rl-submit").dblclick()
-    wait_for_task(page, "xss-t")
-    page.wait_for_timeout(1_000)
+    wait_for_task(page, "xss-t")  # the first submit answered: a second would have been sent
+    assert len(submits) == 1
     with Store(project) as store:
         assert [j.task_id for j in store.judgments(annotator_id="ann-3")] == ["spoken-t"]
     expect(page.locator("#rl-progress")).to_have_text("1 of 40 today")
@@ -314,6 +337,6 @@ def test_an_admin_manages_accounts_settings_gold_rubrics_flags_and_imports(
         assert [a["display_name"] for a in store.annotators() if a["id"] == "ann-new"] == [
             "New <b>Person</b>"
         ]
-        assert store._rows(
+        assert store.query(
             "SELECT status FROM assignments WHERE task_id = ? AND annotator_id = 'ann-4'", (held,)
         ) == [("skipped",)]

@@ -44,6 +44,10 @@ def test_add_annotator_with_a_chosen_or_generated_password(tmp_path: Path):
         "add-annotator", project, "has space", "--password-stdin", stdin="long enough\n"
     )
     assert bad.returncode == 1 and "'has space': id:" in bad.stderr
+    snake = rewardlab("add-annotator", project, "ann-3", "--password_stdin", stdin="also long\n")
+    assert snake.returncode == 0  # the underscore spelling of a flag is read the same
+    with Store(project) as store:
+        assert authenticate(store, "ann-3", "also long").role == "annotator"
 
 
 def test_demo_accounts_print_how_to_start_the_app(tmp_path: Path):

@@ -14,7 +14,7 @@ from app_harness import XSS_TEXT, make_app_project
 from annotation_ui import render
 from annotation_ui.admin import import_uploads
 from annotation_ui.service import AnnotationService
-from rewardlab.schema import RecordError
+from rewardlab.schema import Order, RecordError
 from rewardlab.store import Store, StoreError, queue
 
 
@@ -70,11 +70,25 @@ def test_transcripts_and_reasoning_follow_the_project_settings(service: Annotati
     assert all(r["reasoning"] is None for r in view["responses"])
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_submit_undoes_the_presentation_order(service: AnnotationService, seed: int):
-    service.rng = random.Random(seed)
-    view = service.next_task("ann-2")
-    order = order_of(service, "ann-2", view["task_id"])
+def served_in_order(service: AnnotationService, annotator: str, order: str) -> dict:
+    """The annotator's next task, its presentation order set to `order` before it is shown."""
+    task_id = service.next_task(annotator)["task_id"]
+    with service.store.transaction() as tx:
+        tx.execute(
+            "UPDATE assignments SET shown_order = ? WHERE task_id = ? AND annotator_id = ?",
+            (order, task_id, annotator),
+        )
+    return service.next_task(annotator)  # a reload: the open task, now in that order
+
+
+@pytest.mark.parametrize("order", list(Order))
+def test_submit_undoes_the_presentation_order(service: AnnotationService, order: str):
+    view = served_in_order(service, "ann-2", order)
+    assert order_of(service, "ann-2", view["task_id"]) == order
+    shown = {r["key"]: r["text"] for r in view["responses"]}
+    task = service.store.task(view["task_id"])
+    sides = ("policy", "reference") if order == "policy_first" else ("reference", "policy")
+    assert [shown["response_1"], shown["response_2"]] == [getattr(task, s).text for s in sides]
     scores = {"response_1": {"pacing": 5}, "response_2": {"pacing": 2}}
     result = service.submit(
         "ann-2",
@@ -176,8 +190,12 @@ def test_a_resubmit_is_acknowledged_once_and_drafts_round_trip(service: Annotati
     assert service.next_task("ann-1")["draft"] == draft  # what a reload shows
     form = {"task_id": "spoken-t", "judgment_id": view["judgment_id"], "level": -1}
     assert service.submit("ann-1", form).created is True
-    assert service.submit("ann-1", form | {"rationale": "again"}).created is False
+    assert service.submit("ann-1", form).created is False  # a double click or a retry
+    with pytest.raises(RecordError, match="already stored with different content") as caught:
+        service.submit("ann-1", form | {"rationale": "again"})
+    assert caught.value.field == "rationale"
     assert service.store.count("judgments") == 1
+    assert service.store.judgment(view["judgment_id"]).rationale == ""
     assert not service.save_draft("ann-1", "spoken-t", draft)  # a late autosave: ignored
     assert service.next_task("ann-1")["task_id"] == "xss-t"
     assert service.progress("ann-1")["text"] == "1 of 40 today"

@@ -10,6 +10,7 @@ import pytest
 from app_harness import make_project
 
 from annotation_ui import dashboard
+from annotation_ui.admin import dashboard_view
 from annotation_ui.service import start_of_today
 from rewardlab.eval.agreement import (
     krippendorff_alpha_ordinal,
@@ -17,6 +18,7 @@ from rewardlab.eval.agreement import (
     pairwise_kappa,
 )
 from rewardlab.schema import Judgment
+from rewardlab.store import Store
 from rewardlab.store.export import judgments_frame
 
 
@@ -124,3 +126,21 @@ def test_dashboard_numbers_and_figures_from_a_real_store(tmp_path: Path):
     for name, figure in figures.items():
         figure.savefig(tmp_path / f"{name}.png")
         assert (tmp_path / f"{name}.png").stat().st_size > 5_000
+
+
+def test_missing_figures_read_as_words_not_none(tmp_path: Path):
+    with Store.create(tmp_path / "p") as store:
+        data = judgments_frame(store)  # nothing judged yet: every figure is missing
+    numbers = dashboard.summary(data, 3, tasks=0, overlap=2, flagged=0)
+    missing = {name for name, value in numbers.items() if value is None}
+    assert missing == set(dashboard.NOT_YET)  # each figure that can be missing has its words
+    page = dashboard.summary_markdown(numbers)
+    assert "None" not in page
+    assert "| gold accuracy | no gold judged yet |" in page
+    assert "| krippendorff alpha ordinal | no task judged by two annotators yet |" in page
+    title = dashboard.agreement_figure(data, 3).axes[0].get_title()
+    assert title.endswith("ordinal: no task judged by two annotators yet)")
+    with Store(tmp_path / "p") as store:
+        summary, *figures, flags, latest = dashboard_view(store)  # what the admin page shows
+    assert summary == page and figures == [None] * 5  # no figures before any judgment
+    assert (len(flags), len(latest)) == (0, 0)

@@ -24,6 +24,7 @@ from rewardlab.store.accounts import (
     verify_password,
 )
 from rewardlab.store.migrations import MIGRATIONS, SCHEMA_VERSION, migrate
+from rewardlab.store.store import connect
 
 
 def judge(store: Store, assignment: queue.Assignment, level: int = 1) -> Judgment:
@@ -55,7 +56,7 @@ def test_passwords_are_stored_as_salted_scrypt_hashes(store: Store):
     assert verify_password("correct horse", first) and not verify_password("correct hors", first)
     assert not verify_password("anything", "plain-text-in-the-column")
     add_account(store, "ann-1", "correct horse", role="annotator")
-    (stored,) = store._rows("SELECT password_hash FROM annotators WHERE id = 'ann-1'")[0]
+    (stored,) = store.query("SELECT password_hash FROM annotators WHERE id = 'ann-1'")[0]
     assert "correct horse" not in stored and verify_password("correct horse", stored)
     with pytest.raises(StoreError, match="'ann-2': password: give at least 8"):
         add_account(store, "ann-2", "short")
@@ -78,7 +79,7 @@ def test_sessions_live_until_logout_expiry_password_change_or_deactivation(store
     token = open_session(store, "ann-1")
     assert session_account(store, token).id == "ann-1"
     # only the token's hash is stored
-    assert token not in str(store._rows("SELECT * FROM sessions"))
+    assert token not in str(store.query("SELECT * FROM sessions"))
     assert session_account(store, token + "x") is None
     expired = open_session(store, "ann-1", lifetime=timedelta(seconds=-1))
     assert session_account(store, expired) is None
@@ -130,10 +131,10 @@ def test_a_version_1_store_migrates_and_keeps_its_data(tmp_path: Path):
         )
     connection.close()
     with Store(tmp_path / "p") as store:
-        assert migrate(store._connection) == SCHEMA_VERSION
+        assert migrate(connect(store.db_path)) == SCHEMA_VERSION
         assert store.settings.daily_goal == 40  # a setting the old file did not have
         assert [j.id for j in store.judgments()] == ["j-ann-1", "j-sim-1"]
-        assert store._rows("SELECT people_judgments FROM tasks") == [(1,)]  # sim-1 not counted
+        assert store.query("SELECT people_judgments FROM tasks") == [(1,)]  # sim-1 not counted
         store.update_settings(annotators_per_task=2)
         assert queue.next_assignment(store, "ann-2").task_id == "t"  # one place left
         set_password(store, "ann-1", "correct horse")
@@ -199,9 +200,8 @@ def test_reservations_prevent_over_assignment_and_lapse(project: Store):
     assert queue.next_assignment(project, "ann-2").task_id != held.task_id
     # ann-1 walks away: after the lease the task goes back to the pool
     lapsed = (queue.utc_now() - queue.LEASE - timedelta(minutes=1)).isoformat()
-    project._connection.execute(
-        "UPDATE assignments SET updated_at = ? WHERE annotator_id = 'ann-1'", (lapsed,)
-    )
+    with project.transaction() as tx:
+        tx.execute("UPDATE assignments SET updated_at = ? WHERE annotator_id = 'ann-1'", (lapsed,))
     taken = queue.next_assignment(project, "ann-3")
     assert taken.task_id == held.task_id
     judge(project, taken)
@@ -225,7 +225,7 @@ def test_a_submit_over_the_overlap_is_refused_and_keeps_the_draft(project: Store
         judge(project, held)
     assert caught.value.field == "task_id"
     assert project.count("judgments") == 1
-    rows = project._rows(
+    rows = project.query(
         "SELECT draft FROM assignments WHERE task_id = ? AND annotator_id = 'ann-1'",
         (held.task_id,),
     )
@@ -245,13 +245,22 @@ def test_submit_checks_id_and_order_and_a_resubmit_stores_nothing_twice(project:
         )
     assert caught.value.field == "shown_order"
     judgment = judge(project, held)
-    retry = judgment.model_copy(update={"created_at": queue.utc_now()})
+    retry = judgment.model_copy(update={"created_at": queue.utc_now(), "time_spent_s": 9.0})
     assert queue.submit_assigned(project, retry).created is False
     assert project.judgments() == [judgment]
+    changed = retry.model_copy(update={"level": -1, "rationale": "second thoughts"})
+    with pytest.raises(RecordError, match="already stored with different content") as caught:
+        queue.submit_assigned(project, changed)
+    assert (caught.value.record, caught.value.field) == (
+        f"judgment {held.judgment_id!r}",
+        "level, rationale",
+    )
+    assert project.judgments() == [judgment]
     queue.next_assignment(project, "ann-2")
-    stolen = Judgment(id=held.judgment_id, task_id=held.task_id, annotator_id="ann-2", level=1)
-    with pytest.raises(RecordError, match="already stored for another task or annotator"):
+    stolen = judgment.model_copy(update={"annotator_id": "ann-2"})
+    with pytest.raises(RecordError, match="already stored with different content") as caught:
         queue.submit_assigned(project, stolen)
+    assert caught.value.field == "annotator_id"
 
 
 def test_a_skipped_task_comes_back_later(tmp_path: Path):
@@ -356,6 +365,7 @@ def test_writers_on_separate_connections_never_over_assign(tmp_path: Path):
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
+    assert [t.name for t in threads if t.is_alive()] == []  # every writer finished its work
     assert errors == []
     with Store(tmp_path / "p") as store:
         stored = [j.id for j in store.judgments()]
@@ -391,7 +401,7 @@ def test_rubric_and_gold_edits_keep_judged_tasks_consistent(filled: Store):
 
     filled.set_gold("t1", -2)
     assert (filled.task("t1").gold, filled.task("t1").gold_level) == (True, -2)
-    assert filled._rows("SELECT gold FROM tasks WHERE id = 't1'") == [(1,)]
+    assert filled.query("SELECT gold FROM tasks WHERE id = 't1'") == [(1,)]
     filled.set_gold("t1", None)
     assert filled.task("t1").gold is False
     with pytest.raises(RecordError, match=r"outside -3\.\.3") as caught:

@@ -141,6 +141,11 @@ def test_admins_export_the_judgments(app):
         assert "dataset_info.json" in zipfile.ZipFile(io.BytesIO(hf.content)).namelist()
         assert admin.get("/admin/export/csv").status_code == 404
         assert admin.get("/admin/", headers={"Accept": "text/html"}).status_code == 200
+        bare = admin.get("/admin", headers={"Accept": "text/html"})  # as the README writes it
+        assert (bare.status_code, bare.headers["location"]) == (307, "/admin/")
+        followed = admin.get("/admin", headers={"Accept": "text/html"}, follow_redirects=True)
+        assert followed.status_code == 200 and str(followed.url) == f"{url}/admin/"
+        assert "rewardlab admin" in followed.text
         assert admin.get(f"/gradio_api/file={project / 'project.sqlite'}").status_code == 403
 
 

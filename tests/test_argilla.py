@@ -20,21 +20,18 @@ import httpx
 import pytest
 from builders import judgment
 
-from annotation_ui import argilla_bridge
-from annotation_ui.argilla_bridge import (
+from annotation_ui import argilla_records
+from annotation_ui.argilla_bridge import connect, dataset_settings, pull, push
+from annotation_ui.argilla_records import (
     AudioSource,
     batches,
-    connect,
-    dataset_settings,
     judgment_from_response,
-    pull,
-    push,
     record_payload,
     shown_order,
     verdict_labels,
 )
 from rewardlab.demo import DemoConfig, build_demo_project
-from rewardlab.schema import Judgment, RecordError, utc_now
+from rewardlab.schema import Judgment, Order, RecordError, Task, utc_now
 from rewardlab.store import Store
 
 sys.path.insert(0, str(Path(__file__).parent / "argilla_harness"))
@@ -48,12 +45,13 @@ pytestmark = pytest.mark.filterwarnings(
 # ---- the mapping, no server --------------------------------------------------------------------
 
 
-def _task_in_order(store: Store, order: str, **match):
-    """A task of `store` whose pseudo-random order is `order` (and whose fields equal `match`)."""
-    for task in store.tasks():
-        if shown_order(task.id) == order and all(getattr(task, f) == v for f, v in match.items()):
-            return task
-    pytest.skip(f"no task shown {order} with {match}")
+def shown_in(task: Task, order: str) -> Task:
+    """`task` under an id that Argilla shows in `order` (the order is a hash of the id), so a
+    test meets each order on purpose, never by the luck of its ids."""
+    for n in range(64):  # each id is a fair coin flip: 64 misses would mean a broken hash
+        if shown_order(renamed := f"{task.id}-{n}") == order:
+            return task.model_copy(update={"id": renamed})
+    raise AssertionError(f"no id of the form {task.id}-n is shown {order}")
 
 
 def test_verdict_labels_carry_level_names_in_level_order():
@@ -76,13 +74,14 @@ def test_shown_order_is_stable_per_task_and_balanced():
     assert 170 <= orders.count("policy_first") <= 230
 
 
-def test_record_payload_shows_history_swaps_responses_and_embeds_audio(filled: Store):
-    rubric_task = filled.task("t2")  # turn 2 of d1 (audio turns 0 and 2), policy has audio
+@pytest.mark.parametrize("order", list(Order))
+def test_record_payload_shows_history_swaps_responses_and_embeds_audio(filled: Store, order):
+    # turn 2 of d1 (audio turns 0 and 2), policy has audio
+    rubric_task = shown_in(filled.task("t2"), order)
     dialogue = filled.dialogue("d1")
     payload = record_payload(rubric_task, dialogue, filled.settings, AudioSource(filled.media_root))
-    order = shown_order("t2")
     first, second = ("policy", "reference") if order == "policy_first" else ("reference", "policy")
-    assert payload["id"] == "t2" and payload["metadata"] == {"shown_order": order}
+    assert payload["id"] == rubric_task.id and payload["metadata"] == {"shown_order": order}
     fields = payload["fields"]
     assert fields["dialogue"] == [
         {"role": "user", "content": "User turn 0."},
@@ -106,7 +105,8 @@ def test_record_payload_shows_history_swaps_responses_and_embeds_audio(filled: S
     assert served["fields"]["audio"]["clips"][0]["src"] == f"https://m.x/a/{refs[0].path}"
 
 
-def test_record_payload_hides_transcripts_of_audio_turns(filled: Store):
+@pytest.mark.parametrize("order", list(Order))
+def test_record_payload_hides_transcripts_of_audio_turns(filled: Store, order: str):
     settings = filled.settings.model_copy(update={"show_transcripts": False})
     payload = record_payload(
         filled.task("t1"), filled.dialogue("d1"), settings, AudioSource(filled.media_root)
@@ -116,12 +116,12 @@ def test_record_payload_hides_transcripts_of_audio_turns(filled: Store):
     ]
     assert "audio only" not in payload["fields"]["response_1"]  # text-only replies stay
 
-    task = filled.task("t1")
+    task = shown_in(filled.task("t1"), order)
     thinking = task.policy.model_copy(update={"reasoning": "The user sounded tired."})
     task = task.model_copy(update={"policy": thinking})
     settings = filled.settings.model_copy(update={"show_reasoning": True})
     fields = record_payload(task, filled.dialogue("d1"), settings, AudioSource(filled.media_root))
-    position = 1 if shown_order("t1") == "policy_first" else 2
+    position = 1 if order == "policy_first" else 2
     assert fields["fields"][f"response_{position}"] == (
         "*Reasoning:* The user sounded tired.\n\nA warm, specific reply."
     )
@@ -141,7 +141,7 @@ def test_record_payload_errors_name_the_record_and_field(filled: Store, monkeypa
         record_payload(task, dialogue, filled.settings, audio)
     clip.write_bytes(original)
 
-    monkeypatch.setattr(argilla_bridge, "DATA_URI_MAX_CHARS", 1000)
+    monkeypatch.setattr(argilla_records, "DATA_URI_MAX_CHARS", 1000)
     with pytest.raises(
         RecordError, match=r"turns\.0\.audio: .* over Argilla's 1,000: .*--audio-url"
     ):

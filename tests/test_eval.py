@@ -151,7 +151,7 @@ def trained(tmp_path_factory):
 
 def test_calibrate_and_evaluate_write_a_self_contained_report(trained, tmp_path, capsys):
     grm, project = trained["grm"], trained["project"]
-    args = ["--grm", str(grm), "--data", str(project)]
+    args = ["--grm", str(grm), "--project", str(project)]
     assert main(["calibrate", *args, "--method", "temperature", "--clip", "3"]) == 0
     assert "ECE of P(policy better)" in capsys.readouterr().out
     saved = json.loads((grm / "reward_mapper.json").read_text())
@@ -215,7 +215,7 @@ def test_calibrate_and_evaluate_write_a_self_contained_report(trained, tmp_path,
 
 def test_isotonic_calibration_with_fixed_normalisation(trained):
     grm, project = trained["grm"], trained["project"]
-    args = ["--grm", str(grm), "--data", str(project), "--method", "isotonic"]
+    args = ["--grm", str(grm), "--project", str(project), "--method", "isotonic"]
     assert main(["calibrate", *args, "--normalize", "fixed", "--clip", "0"]) == 0
     saved = json.loads((grm / "reward_mapper.json").read_text())
     assert saved["isotonic"] and saved["temperature"] is None
@@ -223,7 +223,7 @@ def test_isotonic_calibration_with_fixed_normalisation(trained):
 
 
 def test_bad_input_names_the_file_and_the_fix(trained, capsys):
-    untrained = ["--grm", str(trained["backbone"]), "--data", str(trained["project"])]
+    untrained = ["--grm", str(trained["backbone"]), "--project", str(trained["project"])]
     assert main(["calibrate", *untrained, "--method", "isotonic"]) == 1
     error = capsys.readouterr().err
     assert "grm_config.yaml not found" in error and "--eval-share" in error

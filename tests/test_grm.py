@@ -546,6 +546,7 @@ def test_cli_builds_trains_and_judges(world, tmp_path):
         main(
             [
                 "judge",
+                "--grm",
                 str(tmp_path / "run" / "final"),
                 "--project",
                 str(project),

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
 from rewardlab.schema import (
     AudioRef,
     Judgment,
+    Order,
     ProjectSettings,
     RecordError,
     Task,
@@ -131,6 +135,60 @@ def test_shown_level_undoes_the_canonical_order():
     base = {"id": "j1", "task_id": "t1", "annotator_id": "a", "level": 2}
     assert Judgment(**base).shown_level == 2
     assert Judgment(**base, shown_order="reference_first").shown_level == -2
+
+
+def test_order_values_are_the_stored_strings():
+    assert [o.value for o in Order] == ["policy_first", "reference_first"]
+    assert Order("reference_first") is Order.REFERENCE_FIRST
+    judgment = Judgment(
+        id="j1", task_id="t1", annotator_id="a", level=1, shown_order="reference_first"
+    )
+    assert judgment.shown_order is Order.REFERENCE_FIRST
+    assert json.loads(judgment.model_dump_json())["shown_order"] == "reference_first"
+    assert type(judgment.model_dump(mode="json")["shown_order"]) is str
+    assert f"probs_{Order.POLICY_FIRST}" == "probs_policy_first"
+
+
+# (canonical level, shown level) written out by hand for each order
+K3_REFERENCE_FIRST = [(-3, 3), (-2, 2), (-1, 1), (0, 0), (1, -1), (2, -2), (3, -3)]
+K2_REFERENCE_FIRST = [(-2, 2), (-1, 1), (0, 0), (1, -1), (2, -2)]
+
+
+@pytest.mark.parametrize("pairs", [K3_REFERENCE_FIRST, K2_REFERENCE_FIRST])
+def test_order_flips_every_level_by_hand(pairs):
+    for canonical, shown in pairs:
+        assert Order.REFERENCE_FIRST.to_shown(canonical) == shown
+        assert Order.REFERENCE_FIRST.to_canonical(shown) == canonical
+        assert Order.POLICY_FIRST.to_shown(canonical) == canonical
+        assert Order.POLICY_FIRST.to_canonical(canonical) == canonical
+        for order in Order:  # shown -> canonical -> shown is the identity
+            assert order.to_shown(order.to_canonical(shown)) == shown
+            assert order.to_canonical(order.to_shown(canonical)) == canonical
+
+
+def test_order_flips_level_distributions_by_hand():
+    # K=2, two rows: P(level) over -2..2 on the last axis, shape (2, 5)
+    probs = np.array([[0.1, 0.2, 0.3, 0.4, 0.0], [0.5, 0.0, 0.0, 0.25, 0.25]])
+    shown = np.array([[0.0, 0.4, 0.3, 0.2, 0.1], [0.25, 0.25, 0.0, 0.0, 0.5]])
+    np.testing.assert_array_equal(Order.REFERENCE_FIRST.to_shown_levels(probs), shown)
+    np.testing.assert_array_equal(Order.REFERENCE_FIRST.to_canonical_levels(shown), probs)
+    assert Order.POLICY_FIRST.to_shown_levels(probs) is probs
+    levels = np.arange(-2, 3)
+    for order in Order:  # the expected level flips as the level does
+        np.testing.assert_allclose(
+            order.to_shown_levels(probs) @ levels, order.to_shown(probs @ levels)
+        )
+        np.testing.assert_array_equal(
+            order.to_shown_levels(order.to_canonical_levels(shown)), shown
+        )
+
+
+def test_order_swaps_and_names_the_sides_it_shows():
+    assert Order.POLICY_FIRST.swapped() is Order.REFERENCE_FIRST
+    assert Order.REFERENCE_FIRST.swapped() is Order.POLICY_FIRST
+    assert Order.POLICY_FIRST.sides == ("policy", "reference")
+    assert Order.REFERENCE_FIRST.sides == ("reference", "policy")
+    assert Order.REFERENCE_FIRST.shown_pair("p", "r") == ("r", "p")
 
 
 def test_models_are_frozen_and_compare_by_value():

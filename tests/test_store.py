@@ -8,16 +8,17 @@ from pathlib import Path
 import pytest
 from builders import judgment
 
-from rewardlab.schema import ProjectSettings, RecordError
+from rewardlab.schema import ProjectSettings, RecordError, utc_now
 from rewardlab.store import NotAProjectError, Store, StoreError
 from rewardlab.store.migrations import SCHEMA_VERSION, SchemaTooNewError
+from rewardlab.store.transaction import retry_conflicts
 
 
 def test_create_sets_wal_foreign_keys_and_schema_version(store: Store):
     db = sqlite3.connect(store.db_path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    assert store._connection.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert store.query("PRAGMA foreign_keys") == [(1,)]
     assert store.media_root.is_dir()
     assert store.integrity_problems() == []
 
@@ -31,7 +32,8 @@ def test_open_refuses_what_is_not_a_project(tmp_path: Path):
 
 
 def test_a_store_from_a_newer_rewardlab_is_refused(store: Store):
-    store._connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with store.transaction() as tx:
+        tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     store.close()
     with pytest.raises(SchemaTooNewError, match="upgrade rewardlab"):
         Store(store.root)
@@ -53,10 +55,28 @@ def test_submit_is_idempotent_on_the_client_id(filled: Store):
     assert filled.submit_judgment(first).created is False  # the retry
     assert filled.judgments() == [first]
     assert filled.count("judgments") == 1
+    later = first.model_copy(update={"created_at": utc_now(), "time_spent_s": 30.0})
+    assert filled.submit_judgment(later).created is False  # sent again later: still a retry
     changed = first.model_copy(update={"level": -2})
-    with pytest.raises(RecordError, match="already stored with different content"):
+    with pytest.raises(RecordError, match="already stored with different content") as caught:
         filled.submit_judgment(changed)
+    assert (caught.value.record, caught.value.field) == ("judgment 'j1'", "level")
     assert filled.judgments() == [first]
+
+
+@pytest.mark.parametrize(
+    ("update", "fields"),
+    [
+        ({"rationale": "other words"}, ["rationale"]),
+        ({"listened": {"a.wav": 0.5}}, ["listened"]),
+        ({"shown_order": "reference_first"}, ["shown_order"]),
+        ({"annotator_id": "ann-2", "level": 0}, ["annotator_id", "level"]),
+        ({"created_at": utc_now(), "time_spent_s": 99.0}, []),
+    ],
+)
+def test_the_retry_rule_names_every_field_that_differs(update: dict, fields: list[str]):
+    first = judgment("j1", "t1", "ann-1", level=2, rationale="clearer", time_spent_s=3.0)
+    assert retry_conflicts(first, first.model_copy(update=update)) == fields
 
 
 def test_one_judgment_per_annotator_and_task(filled: Store):
@@ -134,7 +154,7 @@ def test_rubric_scores_are_checked_and_kept(filled: Store):
 def test_submit_marks_the_assignment_done(filled: Store):
     filled.assign("t1", "ann-1")
     filled.submit_judgment(judgment("j1", "t1", "ann-1"))
-    rows = filled._rows(
+    rows = filled.query(
         "SELECT status FROM assignments WHERE task_id='t1' AND annotator_id='ann-1'"
     )
     assert rows == [("done",)]
@@ -171,3 +191,27 @@ def test_concurrent_openers_migrate_once(tmp_path: Path):
     connection = sqlite3.connect(db, isolation_level=None)
     assert schema_version(connection) == SCHEMA_VERSION
     assert migrate(connection) == SCHEMA_VERSION  # nothing left to do
+
+
+def test_reads_cannot_write_and_a_failed_transaction_writes_nothing(filled: Store):
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        filled.query("DELETE FROM annotators")
+    assert filled.count("annotators") == 2
+    with pytest.raises(RecordError, match="unknown task"), filled.transaction() as tx:
+        tx.execute("DELETE FROM annotators WHERE id = 'ann-2'")
+        tx.submit_judgment(judgment("j1", "t-none", "ann-1"))
+    assert filled.count("annotators") == 2  # rolled back with the refused judgment
+    filled.add_annotator("ann-3")  # and the store takes writes again
+
+
+def test_named_reads_for_the_admin_page(filled: Store):
+    filled.submit_judgments(
+        [
+            judgment("j1", "t1", "ann-1"),
+            judgment("j2", "t3", "ann-1"),
+            judgment("j3", "t1", "ann-2"),
+        ]
+    )
+    assert filled.judgment_counts_by_annotator() == {"ann-1": 2, "ann-2": 1}
+    assert filled.judgment_counts_by_annotator(since=utc_now()) == {}  # none received since
+    assert filled.judged_task_ids() == {"t1", "t3"}

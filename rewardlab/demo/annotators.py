@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from rewardlab.schema import Judgment, Rubric, Task
+from rewardlab.schema import Judgment, Order, Rubric, Task
 
 SIMULATION_EPOCH = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 AXIS_WORDS = {
@@ -62,8 +62,8 @@ def judge(
 ) -> Judgment:
     """One simulated judgment of `task`; the truth is read from ``task.metadata['truth']``."""
     truth = task.metadata["truth"]
-    policy_first = rng.random() < 0.5
-    bias = annotator.position_bias * (1 if policy_first else -1)
+    order = Order.POLICY_FIRST if rng.random() < 0.5 else Order.REFERENCE_FIRST
+    bias = order.to_canonical(annotator.position_bias)  # a pull towards Response 1, as shown
     perceived = annotator.scale * truth["level"] + bias + rng.gauss(0, annotator.noise)
     level = 0 if abs(perceived) < annotator.tie_zone else max(-k, min(k, round(perceived)))
     scores = truth["scores"]
@@ -73,7 +73,7 @@ def judge(
         annotator_id=annotator.id,
         level=level,
         rubric_scores=_rubric_scores(rubric, truth, scores, rng) if rubric else {},
-        rationale=_rationale(scores, policy_first),
+        rationale=_rationale(scores, order),
         time_spent_s=round(rng.lognormvariate(3.4, 0.4), 1),
         listened={
             clip: 1.0
@@ -81,7 +81,7 @@ def judge(
             else round(rng.uniform(0.2, 0.95), 2)
             for clip in clips
         },
-        shown_order="policy_first" if policy_first else "reference_first",
+        shown_order=order,
         created_at=SIMULATION_EPOCH + timedelta(seconds=rng.randint(0, 30 * 24 * 3600)),
     )
 
@@ -103,13 +103,13 @@ def _rubric_scores(rubric: Rubric, truth: dict, scores: dict, rng: random.Random
     return out
 
 
-def _rationale(scores: dict, policy_first: bool) -> str:
+def _rationale(scores: dict, order: Order) -> str:
     """'Response 1 matches how the user sounded; Response 2 gets the earlier detail wrong.'"""
-    order = ("policy", "reference") if policy_first else ("reference", "policy")
+    sides = order.shown_pair("policy", "reference")
     parts = []
     for axis, (good, bad) in AXIS_WORDS.items():
-        for position, side in enumerate(order, start=1):
-            other = order[2 - position]
+        for position, side in enumerate(sides, start=1):
+            other = sides[2 - position]
             if scores[side][axis] > scores[other][axis]:
                 parts.append(f"Response {position} {good}")
             elif scores[side][axis] < scores[other][axis] and scores[side][axis] < 0:

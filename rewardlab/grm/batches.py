@@ -17,10 +17,11 @@ from tqdm.auto import tqdm
 
 from rewardlab.grm.encoding import PromptEncoder, collate_full
 from rewardlab.grm.examples import GRMExample
-from rewardlab.grm.judge_format import ORDERS, swap_response_labels
+from rewardlab.grm.judge_format import swap_response_labels
 from rewardlab.grm.schedule import GRMSchedule
+from rewardlab.schema import Order
 
-Row = tuple[GRMExample, str, int]  # (example, order, step)
+Row = tuple[GRMExample, Order, int]  # (example, order, step)
 
 
 class SwappedPairs(Dataset):
@@ -35,19 +36,19 @@ class SwappedPairs(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> Row:
         row, step = key
-        return self.examples[row // 2], ORDERS[row % 2], step
+        return self.examples[row // 2], tuple(Order)[row % 2], step
 
 
 def shown_target(target: np.ndarray, order: str) -> np.ndarray:
     """The target over *shown* levels: reference-first negates the level (reverses -K..K)."""
-    return target if order == "policy_first" else target[::-1].copy()
+    return Order(order).to_shown_levels(target).copy()
 
 
 def prompt_lengths(encoder: PromptEncoder, examples: list[GRMExample]) -> list[int]:
     """Tokens of each example's full prompt, policy-first. Encoding decodes every clip once
     into the encoder's feature cache, which the collator then reads from."""
     return [
-        len(encoder.encode(example.item, ORDERS[0]))
+        len(encoder.encode(example.item, Order.POLICY_FIRST))
         for example in tqdm(examples, desc="measuring prompts", leave=False)
     ]
 
@@ -164,9 +165,9 @@ class GRMCollator:
         for example, order, _ in rows:
             rng = random.Random(f"{self.seed}:{step}:{example.task_id}:{order}")
             if rng.random() < share:
-                order = "policy_first"
+                order = Order.POLICY_FIRST
             critique = example.critique if rng.random() < self.critique_share else None
-            if critique is not None and order == "reference_first":
+            if critique is not None and order == Order.REFERENCE_FIRST:
                 critique = swap_response_labels(critique)
             prompts.append(
                 self.encoder.encode(example.item, order, critique=critique, last_turns=last_turns)

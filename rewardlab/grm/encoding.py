@@ -23,8 +23,8 @@ import torch
 from transformers import ProcessorMixin
 
 from rewardlab.audio import TARGET_SAMPLE_RATE, AudioError, load_ref
-from rewardlab.grm.judge_format import JudgeFormat, JudgeInputError, Order
-from rewardlab.schema import Dialogue, Rubric, Task
+from rewardlab.grm.judge_format import JudgeFormat, JudgeInputError
+from rewardlab.schema import Dialogue, Order, Rubric, Task
 
 AudioMode = Literal["audio", "silence"]
 SILENCE_S = 1.0  # "audio removed": every clip becomes this much silence, whatever its length

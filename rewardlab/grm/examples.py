@@ -26,7 +26,7 @@ from rewardlab.data import aggregate_by_task
 from rewardlab.grm.encoding import JudgeItem
 from rewardlab.grm.judge_format import JudgeInputError, swap_response_labels
 from rewardlab.rubrics import LIBRARY_DIR, load_library
-from rewardlab.schema import Candidate, Dialogue, Rubric, Task, Turn
+from rewardlab.schema import Candidate, Dialogue, Order, Rubric, Task, Turn
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ def _critiques(judgments: pl.DataFrame, targets: pl.DataFrame) -> dict[str, str]
     )
     return {
         r["task_id"]: r["rationale"]
-        if r["shown_order"] == "policy_first"
+        if r["shown_order"] == Order.POLICY_FIRST
         else swap_response_labels(r["rationale"])
         for r in rows.iter_rows(named=True)
     }

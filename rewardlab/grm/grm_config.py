@@ -1,6 +1,6 @@
 """`GRMConfig`: every setting of a GRM training run, one dataclass (extends TrainingArguments).
 
-    rewardlab train-grm --config training/grm_demo.yaml [--learning_rate 1e-3 ...]
+    rewardlab train-grm --config training/grm_demo.yaml [--learning-rate 1e-3 ...]
 
 YAML recipes hold overrides only; each run folder gets the resolved config
 (``grm_config.yaml``) beside its checkpoints.

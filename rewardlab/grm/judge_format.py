@@ -27,10 +27,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rewardlab.rubrics import format_rubric
-from rewardlab.schema import Candidate, Dialogue, Rubric, Task, level_names
+from rewardlab.schema import Candidate, Dialogue, Order, Rubric, Task, level_names
 
-Order = Literal["policy_first", "reference_first"]
-ORDERS: tuple[Order, Order] = ("policy_first", "reference_first")
 FORMAT_FILE = "judge_format.json"
 _SPLIT = "\x00history-ends\x00"  # a sentinel no chat template or user text contains
 
@@ -138,7 +136,7 @@ class JudgeFormat:
         if task.rubric_id is not None and (rubric is None or rubric.id != task.rubric_id):
             raise JudgeInputError(task.id, "rubric_id", f"rubric {task.rubric_id!r} not given")
         pair = [("policy", task.policy), ("reference", task.reference)]
-        first, second = pair if order == "policy_first" else pair[::-1]
+        first, second = Order(order).shown_pair(*pair)
         parts = []
         if rubric is not None:
             parts.append(f"Rubric: {self.rubric_text(rubric)}")

@@ -38,7 +38,8 @@ from rewardlab.grm.encoding import (
     collate_full,
     pad_rows,
 )
-from rewardlab.grm.judge_format import FORMAT_FILE, ORDERS, JudgeFormat, Order
+from rewardlab.grm.judge_format import FORMAT_FILE, JudgeFormat
+from rewardlab.schema import Order
 
 Mode = Literal["direct", "reasoning"]
 
@@ -153,7 +154,7 @@ class GenerativeRewardModel:
         items: Sequence[JudgeItem],
         *,
         mode: Mode = "direct",
-        orders: Sequence[Order] = ORDERS,
+        orders: Sequence[Order] = tuple(Order),
         audio: AudioMode = "audio",
         batch_size: int = 16,
         max_new_tokens: int = 64,
@@ -173,9 +174,8 @@ class GenerativeRewardModel:
                 logits, texts = self._reasoning(chunk, orders, audio, max_new_tokens)
                 critiques.extend(texts)
             chunk_probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-            for j, order in enumerate(orders):
-                if order == "reference_first":  # shown level is reference vs policy: flip
-                    chunk_probs[:, j] = chunk_probs[:, j, ::-1]
+            for j, order in enumerate(orders):  # shown levels back to policy-vs-reference
+                chunk_probs[:, j] = Order(order).to_canonical_levels(chunk_probs[:, j])
             probs[start : start + len(chunk)] = chunk_probs
             bar.update(len(chunk))
         bar.close()

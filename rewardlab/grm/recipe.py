@@ -59,7 +59,8 @@ def evaluate_grm(
 
 
 def parse_config(path: Path, overrides: list[str] | None = None, config_class: type = GRMConfig):
-    """A YAML recipe, then `--field value` overrides; unknown fields are errors."""
+    """A YAML recipe, then `--field-name value` overrides (`--field_name` is read the same);
+    unknown fields are errors."""
     import yaml
     from transformers import HfArgumentParser
 

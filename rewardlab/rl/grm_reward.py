@@ -31,13 +31,10 @@ import numpy as np
 
 from rewardlab.grm.checkpoint import GRMCheckpoint
 from rewardlab.grm.encoding import JudgeItem
-from rewardlab.grm.judge_format import ORDERS
 from rewardlab.grm.model import GenerativeRewardModel
 from rewardlab.reward import RewardMapper
 from rewardlab.rubrics import load_library
-from rewardlab.schema import Dialogue, Rubric, Task, parse_record
-
-THINK_END = "</think>"
+from rewardlab.schema import THINK_END, THINK_START, Dialogue, Order, Rubric, Task, parse_record
 
 
 def completion_text(completion: str | list[dict]) -> str:
@@ -58,7 +55,7 @@ def split_reasoning(text: str, separator: str = THINK_END) -> tuple[str | None, 
     head, sep, tail = text.rpartition(separator)
     if not sep:
         return None, text.strip()
-    return head.replace("<think>", "").strip() or None, tail.strip()
+    return head.replace(THINK_START, "").strip() or None, tail.strip()
 
 
 def prompt_dialogue(prompt: str | list[dict], row: int) -> Dialogue:
@@ -139,7 +136,7 @@ class GRMReward:
         """(N,) rewards of judge items, both orders, through the mapper; None is an empty
         reply. `update=False` leaves the mapper's running normalisation as it is."""
         k = self.mapper.k
-        probs = np.zeros((len(items), len(ORDERS), 2 * k + 1))  # (N, O, L)
+        probs = np.zeros((len(items), len(Order), 2 * k + 1))  # (N, O, L)
         probs[:, :, 0] = 1.0  # an empty reply: certainly "much worse" in both orders
         rows = [row for row, item in enumerate(items) if item is not None]
         if rows:

@@ -1,6 +1,6 @@
 """`AudioPPOConfig`: every setting of a PPO run, one dataclass (extends TrainingArguments).
 
-    rewardlab ppo --config training/ppo_demo.yaml [--kl_coef 0.1 ...]
+    rewardlab ppo --config training/ppo_demo.yaml [--kl-coef 0.1 ...]
 
 Batch sizes follow TRL's PPO trainer, so its users can carry their settings over: a *micro-
 batch* is ``per_device_train_batch_size`` rollouts; ``gradient_accumulation_steps`` of them
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from rewardlab.grm.grm_config import BackboneArguments
+from rewardlab.schema import THINK_END
 
 
 @dataclass
@@ -60,7 +61,7 @@ class AudioPPOConfig(TrainingArguments, BackboneArguments):
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
     top_k: int = field(default=0, metadata={"help": "sample among the top k tokens; 0: all"})
     separator: str = field(
-        default="</think>", metadata={"help": "ends the reasoning trace; the reply follows it"}
+        default=THINK_END, metadata={"help": "ends the reasoning trace; the reply follows it"}
     )
     # -- rewards -----------------------------------------------------------------------------
     missing_eos_penalty: float = field(

@@ -24,9 +24,8 @@ from transformers import ProcessorMixin
 
 from rewardlab.grm.encoding import AUDIO_TOKEN, AudioMode, ClipFeatures, audio_token_count
 from rewardlab.grm.judge_format import JudgeInputError
-from rewardlab.schema import Dialogue, Rubric
+from rewardlab.schema import THINK_END, THINK_START, Dialogue, Rubric
 
-THINK_START, THINK_END = "<think>", "</think>"
 DEFAULT_POLICY_SYSTEM = (
     "You are a warm, attentive voice assistant. Listen to how the user sounds, remember what"
     f" they said earlier, think briefly inside {THINK_START} {THINK_END}, then reply."

@@ -34,14 +34,13 @@ from rewardlab.rl.policy import AudioPolicy
 from rewardlab.rl.ppo_config import AudioPPOConfig
 from rewardlab.rl.ppo_trainer import AudioPPOTrainer
 from rewardlab.rl.prompts import (
-    THINK_END,
-    THINK_START,
     PolicyPromptEncoder,
     PPOPrompt,
     collate_prompts,
     prompts_from_examples,
 )
 from rewardlab.rl.rewards import GRMPromptReward
+from rewardlab.schema import THINK_END, THINK_START
 
 
 def parse_ppo_config(path: Path, overrides: list[str] | None = None) -> AudioPPOConfig:

@@ -6,7 +6,15 @@ from rewardlab.store.store import (
     NotAProjectError,
     Store,
     StoreError,
-    SubmitResult,
 )
+from rewardlab.store.transaction import SubmitResult, Transaction
 
-__all__ = ["DB_NAME", "MEDIA_DIR", "NotAProjectError", "Store", "StoreError", "SubmitResult"]
+__all__ = [
+    "DB_NAME",
+    "MEDIA_DIR",
+    "NotAProjectError",
+    "Store",
+    "StoreError",
+    "SubmitResult",
+    "Transaction",
+]

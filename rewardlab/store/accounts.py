@@ -103,10 +103,10 @@ def add_account(
 
 def _update_account(store: Store, annotator_id: str, sql: str, params: tuple) -> None:
     """Run an UPDATE of one annotator row and end their sessions, in one transaction."""
-    with store._write() as db:
-        if db.execute(sql, (*params, annotator_id)).rowcount == 0:
+    with store.transaction() as tx:
+        if tx.execute(sql, (*params, annotator_id)).rowcount == 0:
             raise StoreError(f"annotator {annotator_id!r}: no such annotator")
-        db.execute("DELETE FROM sessions WHERE annotator_id = ?", (annotator_id,))
+        tx.execute("DELETE FROM sessions WHERE annotator_id = ?", (annotator_id,))
 
 
 def set_password(store: Store, annotator_id: str, password: str) -> None:
@@ -128,20 +128,20 @@ def _account(row: tuple) -> Account:
 
 
 def account(store: Store, annotator_id: str) -> Account | None:
-    rows = store._rows(
+    rows = store.query(
         "SELECT id, display_name, role, active FROM annotators WHERE id = ?", (annotator_id,)
     )
     return _account(rows[0]) if rows else None
 
 
 def accounts(store: Store) -> list[Account]:
-    rows = store._rows("SELECT id, display_name, role, active FROM annotators ORDER BY id")
+    rows = store.query("SELECT id, display_name, role, active FROM annotators ORDER BY id")
     return [_account(row) for row in rows]
 
 
 def authenticate(store: Store, annotator_id: str, password: str) -> Account | None:
     """The account when the password is right and the account may log in, else None."""
-    rows = store._rows(
+    rows = store.query(
         "SELECT id, display_name, role, active, password_hash FROM annotators WHERE id = ?",
         (annotator_id,),
     )
@@ -161,9 +161,9 @@ def open_session(store: Store, annotator_id: str, lifetime: timedelta = SESSION_
     """A new session for the annotator; returns the token (only its hash is stored)."""
     token = secrets.token_urlsafe(32)
     now = utc_now()
-    with store._write() as db:
-        db.execute("DELETE FROM sessions WHERE expires_at < ?", (now.isoformat(),))
-        db.execute(
+    with store.transaction() as tx:
+        tx.execute("DELETE FROM sessions WHERE expires_at < ?", (now.isoformat(),))
+        tx.execute(
             "INSERT INTO sessions (token_sha256, annotator_id, created_at, expires_at)"
             " VALUES (?, ?, ?, ?)",
             (_token_hash(token), annotator_id, now.isoformat(), (now + lifetime).isoformat()),
@@ -173,7 +173,7 @@ def open_session(store: Store, annotator_id: str, lifetime: timedelta = SESSION_
 
 def session_account(store: Store, token: str) -> Account | None:
     """The account a live session token belongs to; None if unknown, expired or inactive."""
-    rows = store._rows(
+    rows = store.query(
         "SELECT a.id, a.display_name, a.role, a.active FROM sessions s"
         " JOIN annotators a ON a.id = s.annotator_id"
         " WHERE s.token_sha256 = ? AND s.expires_at > ?",
@@ -186,5 +186,5 @@ def session_account(store: Store, token: str) -> Account | None:
 
 
 def close_session(store: Store, token: str) -> None:
-    with store._write() as db:
-        db.execute("DELETE FROM sessions WHERE token_sha256 = ?", (_token_hash(token),))
+    with store.transaction() as tx:
+        tx.execute("DELETE FROM sessions WHERE token_sha256 = ?", (_token_hash(token),))

@@ -1,0 +1,89 @@
+"""Project verbs: create a project, import dialogues and tasks into it, export its judgments.
+
+rewardlab init PROJECT [--k 3]                        create an empty project
+rewardlab import PROJECT --dialogues D --tasks T      validate, then import all or nothing
+rewardlab export PROJECT --format parquet --out F     judgments with their tasks
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rewardlab.commands.options import Verbs
+
+
+def run_init(args: argparse.Namespace) -> None:
+    from rewardlab.schema import ProjectSettings
+    from rewardlab.store import Store
+
+    settings = ProjectSettings(
+        name=args.name or Path(args.project).name,
+        k=args.k,
+        annotators_per_task=args.annotators_per_task,
+        gold_share=args.gold_share,
+        show_transcripts=not args.hide_transcripts,
+        require_full_listen=args.require_full_listen,
+    )
+    with Store.create(Path(args.project), settings) as store:
+        print(f"created project {store.root} (K={store.k}, {2 * store.k + 1} levels)")
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from rewardlab.rubrics import LIBRARY_DIR
+    from rewardlab.store import Store
+    from rewardlab.store.importer import import_jsonl
+
+    with Store(Path(args.project)) as store:
+        report = import_jsonl(
+            store,
+            dialogues=args.dialogues,
+            tasks=args.tasks,
+            media_dir=args.media,
+            rubric_dir=args.rubrics or LIBRARY_DIR,
+            dry_run=args.dry_run,
+            progress=True,
+        )
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def run_export(args: argparse.Namespace) -> None:
+    from rewardlab.store import Store
+    from rewardlab.store.export import export_hf, export_jsonl, export_parquet
+
+    exporter = {"parquet": export_parquet, "jsonl": export_jsonl, "hf": export_hf}[args.format]
+    with Store(Path(args.project)) as store:
+        path = exporter(store, Path(args.out))
+        print(f"exported {store.count('judgments')} judgments to {path}")
+
+
+def add_parsers(verbs: Verbs) -> None:
+    init = verbs.add_parser("init", help="create an empty project")
+    init.add_argument("project", help="folder for the project (created)")
+    init.add_argument("--name", help="display name (default: the folder's name)")
+    init.add_argument("--k", type=int, default=3, help="levels run -K..K (default 3: seven)")
+    init.add_argument("--annotators-per-task", type=int, default=3, help="overlap k (default 3)")
+    init.add_argument("--gold-share", type=float, default=0.0, help="share of gold items served")
+    init.add_argument("--hide-transcripts", action="store_true", help="annotators judge by ear")
+    init.add_argument("--require-full-listen", action="store_true", help="play clips to the end")
+    init.set_defaults(run=run_init)
+
+    imp = verbs.add_parser("import", help="import dialogues and tasks from JSONL (+ audio)")
+    imp.add_argument("project")
+    imp.add_argument("--dialogues", type=Path, help="dialogues.jsonl")
+    imp.add_argument("--tasks", type=Path, help="tasks.jsonl")
+    imp.add_argument(
+        "--media", type=Path, help="folder audio paths are relative to (default: the JSONL's)"
+    )
+    imp.add_argument("--rubrics", type=Path, help="rubric folder (default: the shipped library)")
+    imp.add_argument(
+        "--dry-run", action="store_true", help="report every bad record, write nothing"
+    )
+    imp.set_defaults(run=run_import)
+
+    exp = verbs.add_parser("export", help="export judgments with their tasks")
+    exp.add_argument("project")
+    exp.add_argument("--format", choices=["parquet", "jsonl", "hf"], default="parquet")
+    exp.add_argument("--out", required=True, help="output file (a folder for --format hf)")
+    exp.set_defaults(run=run_export)
