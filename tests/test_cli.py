@@ -171,7 +171,7 @@ def test_underscore_spellings_are_still_accepted(tmp_path: Path):
 
 def test_config_fields_take_both_spellings(tmp_path: Path):
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text("model_path: m\ndata: d\noutput_dir: o\nuse_cpu: true\n")
+    recipe.write_text("model_path: m\nproject: d\noutput_dir: o\nuse_cpu: true\n")
     kebab = parse_config(recipe, ["--max-steps", "7", "--output-dir", "x", "--eval-share", "0.5"])
     snake = parse_config(recipe, ["--max_steps", "7", "--output_dir", "x", "--eval_share", "0.5"])
     assert (kebab.max_steps, kebab.output_dir, kebab.eval_share) == (7, "x", 0.5)
