@@ -26,7 +26,7 @@ import torch
 
 from rewardlab.demo import DemoConfig, build_demo_project
 from rewardlab.grm.encoding import audio_batch, collate_full
-from rewardlab.grm.examples import examples_from_frame, load_judgments
+from rewardlab.grm.examples import load_examples
 from rewardlab.grm.model import GenerativeRewardModel
 from rewardlab.grm.tiny import TinySize, build_tiny_grm
 from rewardlab.schema import Order
@@ -89,8 +89,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         build_demo_project(root / "p", DemoConfig(n=args.tasks, seed=0), progress=False).close()
-        frame, rubrics, media = load_judgments(root / "p")
-        examples = examples_from_frame(frame, rubrics, 3)
+        data = load_examples(root / "p")
+        examples, rubrics, media = data.examples, data.rubrics, data.media_root
         size = TinySize(hidden_size=96, layers=3)  # what `make demo` trains
         backbone = build_tiny_grm(root / "tiny", examples, rubrics.values(), 3, size=size)
         grm = GenerativeRewardModel.load(backbone, media_root=media)

@@ -29,7 +29,7 @@ import torch
 from transformers import Qwen2Config, Qwen2ForSequenceClassification
 
 from rewardlab.demo import DemoConfig, build_demo_project
-from rewardlab.grm.examples import examples_from_frame, load_judgments
+from rewardlab.grm.examples import load_examples
 from rewardlab.grm.judge_format import JudgeFormat
 from rewardlab.grm.tiny import TinySize, build_tiny_backbone, corpus_texts
 from rewardlab.rl.grm_reward import GRMReward
@@ -104,8 +104,8 @@ def main() -> None:
         root = Path(tmp)
         project = root / "project"
         build_demo_project(project, DemoConfig(n=args.dialogues, seed=0), progress=False).close()
-        frame, rubrics, _ = load_judgments(project)
-        examples = examples_from_frame(frame, rubrics, 3)
+        data = load_examples(project)
+        examples, rubrics = data.examples, data.rubrics
         size = replace(TinySize(), chunk_length=args.window)
         texts = corpus_texts(examples, JudgeFormat(), rubrics.values())
         world = {

@@ -73,3 +73,16 @@ TINY_GRM_SIZE = TinySize(
     audio_ffn=64,
     vocab_size=600,
 )
+
+
+def colour_share(png: Path, colour: str, columns: tuple[float, float] = (0.0, 1.0)) -> float:
+    """Share of a PNG's pixels, in a band of its columns (fractions of the width), drawn in
+    `colour` ("#rrggbb"): checks that a plot drew its bars where they belong, not only that a
+    file was written."""
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(png)[..., :3]  # (H, W, 3) floats in [0, 1]
+    width = pixels.shape[1]
+    band = pixels[:, int(columns[0] * width) : int(columns[1] * width)]
+    rgb = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)]) / 255
+    return float((np.abs(band - rgb).max(axis=-1) < 0.02).mean())

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from builders import dialogue, write_jsonl
+from builders import colour_share, dialogue, write_jsonl
 
 from rewardlab.cli import main
 from rewardlab.commands.options import kebab_flags
@@ -82,7 +82,14 @@ def test_demo_data_then_stats(tmp_path: Path):
     assert stats["judgments"] == 36 and stats["annotators"] == 8
     assert 0 <= stats["first_shown_wins"] <= 1
     assert sum(row["judgments"] for row in stats["per_annotator"]) == 36
-    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 20_000
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # each panel drew its bars in its own third: levels (blue), position bias (orange),
+    # distance from the others (green); none bleeds into another panel
+    panels = {"#4c72b0": (0.0, 0.34), "#dd8452": (0.34, 0.67), "#55a868": (0.67, 1.0)}
+    for colour, band in panels.items():
+        assert colour_share(plot, colour, band) > 0.01, colour
+        others = [b for b in panels.values() if b != band]
+        assert all(colour_share(plot, colour, other) == 0 for other in others), colour
     refused = rewardlab("demo-data", "--out", out, "--n", "12")
     assert refused.returncode == 1 and "--force" in refused.stderr
 
@@ -171,7 +178,7 @@ def test_underscore_spellings_are_still_accepted(tmp_path: Path):
 
 def test_config_fields_take_both_spellings(tmp_path: Path):
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text("model_path: m\ndata: d\noutput_dir: o\nuse_cpu: true\n")
+    recipe.write_text("model_path: m\nproject: d\noutput_dir: o\nuse_cpu: true\n")
     kebab = parse_config(recipe, ["--max-steps", "7", "--output-dir", "x", "--eval-share", "0.5"])
     snake = parse_config(recipe, ["--max_steps", "7", "--output_dir", "x", "--eval_share", "0.5"])
     assert (kebab.max_steps, kebab.output_dir, kebab.eval_share) == (7, "x", 0.5)

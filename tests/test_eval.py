@@ -29,7 +29,7 @@ from rewardlab.eval.reward_metrics import (
     position_bias,
     reliability,
 )
-from rewardlab.grm.examples import examples_from_frame, load_judgments, split_examples
+from rewardlab.grm.examples import load_examples, split_examples
 from rewardlab.reward import RewardMapper
 
 # -- metrics against hand-worked values --------------------------------------------------------
@@ -141,7 +141,7 @@ def trained(tmp_path_factory):
     assert main(["tiny-grm", *map(str, tiny)]) == 0
     recipe = root / "recipe.yaml"
     recipe.write_text(
-        f"model_path: {backbone}\ndata: {project}\noutput_dir: {root / 'run'}\nmax_steps: 2\n"
+        f"model_path: {backbone}\nproject: {project}\noutput_dir: {root / 'run'}\nmax_steps: 2\n"
         "per_device_train_batch_size: 4\nuse_cpu: true\nsave_strategy: 'no'\neval_share: 0.5\n"
         "split_seed: 7\nlearning_rate: 0.003\n"
     )
@@ -164,8 +164,7 @@ def test_calibrate_and_evaluate_write_a_self_contained_report(trained, tmp_path,
     metrics = json.loads((out / "metrics.json").read_text())
 
     # the tasks are the second half of the GRM's own held-out split, never training tasks
-    frame, rubrics, _ = load_judgments(project)
-    train, held = split_examples(examples_from_frame(frame, rubrics, 3), 0.5, 7)
+    train, held = split_examples(load_examples(project).examples, 0.5, 7)
     calibration, test = split_examples(held, 0.5, 7)
     assert metrics["settings"]["tasks"] == [e.task_id for e in test]
     assert not {e.task_id for e in train} & set(metrics["settings"]["tasks"])

@@ -14,18 +14,14 @@ from peft import LoraConfig
 from transformers import TrainerCallback
 
 from rewardlab.demo import DemoConfig, build_demo_project
+from rewardlab.grm.batches import GRMCollator, PairedBatchSampler, SwappedPairs, shown_target
 from rewardlab.grm.encoding import JudgeItem, PromptEncoder, collate_full
-from rewardlab.grm.examples import examples_from_frame, load_judgments, split_examples
+from rewardlab.grm.examples import examples_from_frame, load_examples, split_examples
 from rewardlab.grm.grm_config import GRMConfig
-from rewardlab.grm.grm_trainer import (
-    GRMCollator,
-    GRMTrainer,
-    PairedLengthSampler,
-    SwappedPairs,
-    shown_target,
-)
+from rewardlab.grm.grm_trainer import GRMTrainer
 from rewardlab.grm.judge_format import JudgeFormat, JudgeInputError, swap_response_labels
 from rewardlab.grm.model import GenerativeRewardModel
+from rewardlab.grm.schedule import GRMSchedule
 from rewardlab.grm.tiny import TinySize, build_tiny_backbone, corpus_texts
 from rewardlab.schema import AudioRef
 
@@ -36,8 +32,8 @@ SMALL = TINY_GRM_SIZE
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("grm")
     build_demo_project(root / "project", DemoConfig(n=24, seed=3), progress=False).close()
-    frame, rubrics, media = load_judgments(root / "project")
-    examples = examples_from_frame(frame, rubrics, 3)
+    data = load_examples(root / "project")
+    frame, rubrics, media, examples = data.judgments, data.rubrics, data.media_root, data.examples
     texts = corpus_texts(examples, JudgeFormat(), rubrics.values())
     backbone = build_tiny_backbone(root / "tiny", texts, size=SMALL)
     text_backbone = build_tiny_backbone(root / "tiny-text", texts, audio=False, size=SMALL)
@@ -122,11 +118,17 @@ def test_compact_rubric_block_names_the_rubric_and_its_criteria(world, tmp_path)
         JudgeFormat(rubric_detail="summary")
 
 
+def rows_of(sampler: PairedBatchSampler) -> list[int]:
+    return [row for batch in sampler for row, _ in batch]
+
+
 def test_paired_sampler_keeps_both_orders_together_and_groups_by_length():
     lengths = [int(n) for n in np.random.default_rng(0).integers(100, 900, size=400)]
-    sampler = PairedLengthSampler(lengths, batch_size=8, seed=1, group=10)
-    order = list(sampler)
-    assert sorted(order) == list(range(2 * len(lengths))) == sorted(range(len(sampler)))
+    schedule = GRMSchedule(max_steps=100, examples=400, batch_rows=8)
+    sampler = PairedBatchSampler(lengths, schedule, seed=1, group=10)
+    order = rows_of(sampler)
+    assert sorted(order) == list(range(2 * len(lengths)))
+    assert len(sampler) == len(list(sampler)) == 100
     assert all(order[i] // 2 == order[i + 1] // 2 and order[i] % 2 == 0 for i in range(0, 800, 2))
     batches = [order[i : i + 8] for i in range(0, len(order), 8)]
     spread = np.mean([np.ptp([lengths[i // 2] for i in b]) for b in batches])
@@ -134,36 +136,39 @@ def test_paired_sampler_keeps_both_orders_together_and_groups_by_length():
     random_spread = np.mean([np.ptp(shuffled[i : i + 4]) for i in range(0, len(shuffled), 4)])
     assert spread < random_spread / 4  # grouping cuts padding several-fold
     sampler.set_epoch(0)
-    assert list(sampler) == order  # the same epoch gives the same batches (exact resume)
+    assert rows_of(sampler) == order  # the same epoch gives the same batches (exact resume)
     sampler.set_epoch(1)
-    assert list(sampler) != order
+    assert rows_of(sampler) != order
+    assert [{step for _, step in batch} for batch in sampler] == [{100 + i} for i in range(100)]
     with pytest.raises(ValueError, match="even"):
-        PairedLengthSampler(lengths, batch_size=5, seed=0)
+        GRMSchedule(max_steps=1, examples=400, batch_rows=5)
 
 
 def test_paired_sampler_opens_the_first_epoch_with_curriculum_stages():
     lengths = [int(n) for n in np.random.default_rng(0).integers(100, 900, size=60)]
     first, second = list(range(0, 10)), list(range(30, 45))
-    sampler = PairedLengthSampler(lengths, batch_size=4, seed=1, stages=[(first, 7), (second, 3)])
-    order = list(sampler)
-    assert len(order) == len(sampler) == 2 * 2 * (7 + 3) + 2 * len(lengths)
+    stages = ((frozenset({"a"}), 7), (frozenset({"b"}), 3))
+    schedule = GRMSchedule(max_steps=100, examples=60, batch_rows=4, stages=stages)
+    sampler = PairedBatchSampler(lengths, schedule, seed=1, stages=[first, second])
+    order = rows_of(sampler)
+    assert len(order) == 4 * len(sampler) == 2 * 2 * (7 + 3) + 2 * len(lengths)
     opening, rest = order[: 4 * 7], order[4 * 7 : 4 * 10]
     assert {i // 2 for i in opening} <= set(first)  # drawn again and again from 10 examples
     assert {i // 2 for i in rest} <= set(second)
     assert sorted(order[4 * 10 :]) == list(range(2 * len(lengths)))  # then the full epoch
     assert all(order[i] // 2 == order[i + 1] // 2 for i in range(0, len(order), 2))
-    assert list(sampler) == order  # reproducible, so resuming mid-stage is exact
+    assert rows_of(sampler) == order  # reproducible, so resuming mid-stage is exact
     sampler.set_epoch(1)
-    assert len(list(sampler)) == len(sampler) == 2 * len(lengths)  # only the first epoch
+    assert len(rows_of(sampler)) == 4 * len(sampler) == 2 * len(lengths)  # only the first epoch
 
 
 def test_history_warmup_shows_only_the_last_turn_then_the_whole_dialogue(world):
     grm = grm_of(world)
     example = max(world["examples"], key=lambda e: e.item.task.turn_index)
-    collator = GRMCollator(grm.encoder, 0.0, seed=0, history_warmup_steps=2)
-    rows = [(example, "policy_first")]
-    early = [collator(rows)["input_ids"][0] for _ in range(2)]
-    late = collator(rows)["input_ids"][0]
+    schedule = GRMSchedule(max_steps=10, examples=1, batch_rows=2, history_warmup_steps=2)
+    collator = GRMCollator(grm.encoder, 0.0, seed=0, schedule=schedule)
+    early = [collator([(example, "policy_first", step)])["input_ids"][0] for step in (0, 1)]
+    late = collator([(example, "policy_first", 2)])["input_ids"][0]
     last = example.item.dialogue.turns[example.item.task.turn_index].text
     for ids in (*early, late):
         assert last in grm.tokenizer.decode(ids)
@@ -265,15 +270,17 @@ def test_every_example_is_also_shown_swapped_with_its_level_negated(world):
     grm = grm_of(world)
     examples = world["examples"][:3]
     pairs = SwappedPairs(examples)
-    assert len(pairs) == 6 and [pairs[i][1] for i in range(2)] == [
+    assert len(pairs) == 6 and [pairs[(i, 0)][1] for i in range(2)] == [
         "policy_first",
         "reference_first",
     ]
+    assert pairs[(5, 7)] == (examples[2], "reference_first", 7)
     example = next(e for e in world["examples"] if e.critique and "Response 1" in e.critique)
     target = np.array([0.0, 0.1, 0.2, 0.3, 0.4, 0.0, 0.0], dtype=np.float32)
     np.testing.assert_allclose(shown_target(target, "reference_first"), target[::-1])
-    collator = GRMCollator(grm.encoder, critique_share=1.0, seed=0)
-    batch = collator([(example, "policy_first"), (example, "reference_first")])
+    schedule = GRMSchedule(max_steps=1, examples=1, batch_rows=2)
+    collator = GRMCollator(grm.encoder, critique_share=1.0, seed=0, schedule=schedule)
+    batch = collator([(example, "policy_first", 0), (example, "reference_first", 0)])
     np.testing.assert_allclose(batch["target"][1].numpy(), example.target[::-1])
     text = [
         grm.tokenizer.decode(row[row != grm.tokenizer.pad_token_id]) for row in batch["input_ids"]
@@ -484,11 +491,12 @@ def test_curriculum_stages_draw_only_their_rubrics_tasks(world, tmp_path):
     rubric = next(e.item.task.rubric_id for e in examples if e.item.task.rubric_id)
     args = config(tmp_path, curriculum=f"{rubric}:2", per_device_train_batch_size=2)
     trainer = GRMTrainer(grm.model, args, grm.encoder, examples)
-    order = list(trainer._get_train_sampler())
+    order = rows_of(trainer.batch_sampler())
     assert {examples[i // 2].item.task.rubric_id for i in order[:4]} == {rubric}
+    assert trainer.schedule.rubrics(1) == {rubric} and trainer.schedule.rubrics(2) is None
     unknown = config(tmp_path, curriculum="no_such_rubric:5")
     with pytest.raises(ValueError, match="no_such_rubric:5: 0 training tasks"):
-        GRMTrainer(grm.model, unknown, grm.encoder, examples)._get_train_sampler()
+        GRMTrainer(grm.model, unknown, grm.encoder, examples)
 
 
 def test_batches_are_collated_with_the_verdict_slot_last(world):
@@ -525,7 +533,7 @@ def test_cli_builds_trains_and_judges(world, tmp_path):
     )
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(
-        f"model_path: {backbone}\ndata: {project}\noutput_dir: {tmp_path / 'run'}\n"
+        f"model_path: {backbone}\nproject: {project}\noutput_dir: {tmp_path / 'run'}\n"
         "max_steps: 2\nper_device_train_batch_size: 2\nuse_cpu: true\nsave_strategy: 'no'\n"
     )
     assert main(["train-grm", "--config", str(recipe), "--learning_rate", "1e-3"]) == 0
@@ -561,4 +569,85 @@ def test_training_recipes_load_and_validate():
     for recipe in recipes:
         # bf16 needs a GPU to validate; everything else is checked as written
         parsed = parse_config(recipe, ["--output_dir", "/tmp/unused", "--bf16", "false"])
-        assert parsed.model_path and parsed.data, recipe
+        assert parsed.model_path and parsed.project, recipe
+
+
+def test_worker_processes_load_the_same_batches_as_the_main_process(world, tmp_path):
+    """Each worker collates with its own copy of the collator: the step comes with the batch,
+    so the fixed-order share and the history warm-up come out as in the main process."""
+    grm = grm_of(world)
+    settings = dict(history_warmup_steps=2, fixed_order_share=1.0, fixed_order_anneal=1.0)
+
+    def batches(workers: int) -> list[dict[str, torch.Tensor]]:
+        args = config(tmp_path, dataloader_num_workers=workers, **settings)
+        loader = GRMTrainer(grm.model, args, grm.encoder, world["examples"]).get_train_dataloader()
+        return list(loader)
+
+    main, workers = batches(0), batches(2)
+    assert len(main) == len(workers) == 12
+    for one, other in zip(main, workers, strict=True):
+        assert one.keys() == other.keys()
+        assert all(torch.equal(one[key], other[key]) for key in one)
+    # step 0 shows every row policy-first (share 1.0): both rows of a pair have one target
+    assert torch.equal(main[0]["target"][0], main[0]["target"][1])
+    assert any(not torch.equal(b["target"][0], b["target"][1]) for b in main[6:])
+
+
+def test_load_examples_reads_k_from_the_source_and_refuses_an_export_without_it(world, tmp_path):
+    from rewardlab.store import Store
+    from rewardlab.store.export import export_parquet
+
+    project = world["root"] / "project"
+    data = load_examples(project)
+    assert data.k == 3 and data.media_root == world["media"]
+    with Store(project) as store:
+        export = export_parquet(store, tmp_path / "judgments.parquet")
+    exported = load_examples(export)
+    assert exported.k == 3 and [e.task_id for e in exported.examples] == [
+        e.task_id for e in data.examples
+    ]
+    pl.read_parquet(export).drop("k").write_parquet(tmp_path / "no_k.parquet")
+    with pytest.raises(ValueError, match=r"no_k\.parquet: k: no values of K"):
+        load_examples(tmp_path / "no_k.parquet")
+    with pytest.raises(FileNotFoundError, match="neither a rewardlab project"):
+        load_examples(tmp_path)
+
+
+def test_checkpoint_owns_config_split_mapper_and_model(world, tmp_path):
+    import shutil
+
+    from rewardlab.grm.checkpoint import GRMCheckpoint
+    from rewardlab.reward import RewardMapper
+
+    project = world["root"] / "project"
+    ckpt = GRMCheckpoint(shutil.copytree(world["backbone"], tmp_path / "grm"))
+    with pytest.raises(FileNotFoundError, match=r"grm_config\.yaml not found.*--eval-share"):
+        ckpt.split(project)
+    given = ckpt.split(project, eval_share=0.3, split_seed=5)  # no config: both given
+    trained = config(tmp_path, project=str(project), eval_share=0.3, split_seed=5, max_tokens=1000)
+    assert ckpt.save_config(trained) == tmp_path / "grm" / "grm_config.yaml"
+    saved = ckpt.config()
+    assert isinstance(saved, GRMConfig)
+    assert (saved.project, saved.eval_share, saved.split_seed, saved.max_tokens) == (
+        str(project),
+        0.3,
+        5,
+        1000,
+    )
+    split = ckpt.split(project)
+    expected_train, expected_held = split_examples(load_examples(project).examples, 0.3, 5)
+    assert [e.task_id for e in split.held_out] == [e.task_id for e in expected_held]
+    assert [e.task_id for e in split.train] == [e.task_id for e in expected_train]
+    assert [e.task_id for e in given.held_out] == [e.task_id for e in expected_held]
+    assert ckpt.split(project, eval_share=0.5).eval_share == 0.5  # given beats saved
+    assert ckpt.mapper(k=3) == RewardMapper(k=3)  # never calibrated: the identity
+    RewardMapper(k=3, clip=2.0).save(ckpt.path)
+    assert ckpt.mapper(k=3).clip == 2.0 and ckpt.mapper_path.exists()
+    grm = ckpt.load_model(media_root=world["media"], k=3)
+    assert grm.encoder.max_tokens == 1000  # as it trained
+    with pytest.raises(ValueError, match="the GRM has K=3 but the data has K=2"):
+        ckpt.load_model(k=2)
+    # a config written before GRMConfig.data was renamed GRMConfig.project
+    text = ckpt.config_path.read_text().replace("\nproject:", "\ndata:")
+    ckpt.config_path.write_text(text)
+    assert ckpt.config().project == str(project)

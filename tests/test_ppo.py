@@ -18,7 +18,7 @@ from builders import TINY_GRM_SIZE
 
 from rewardlab.cli import main
 from rewardlab.demo import DemoConfig, build_demo_project
-from rewardlab.grm.examples import examples_from_frame, load_judgments
+from rewardlab.grm.examples import load_examples
 from rewardlab.grm.judge_format import JudgeFormat
 from rewardlab.grm.tiny import build_tiny_backbone, corpus_texts
 from rewardlab.reward import RewardMapper
@@ -42,8 +42,8 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("ppo")
     project = root / "project"
     build_demo_project(project, DemoConfig(n=24, seed=4), progress=False).close()
-    frame, rubrics, _ = load_judgments(project)
-    texts = corpus_texts(examples_from_frame(frame, rubrics, 3), JudgeFormat(), rubrics.values())
+    data = load_examples(project)
+    texts = corpus_texts(data.examples, JudgeFormat(), data.rubrics.values())
     grm = build_tiny_backbone(root / "grm", texts, size=SMALL)
     RewardMapper(k=3, normalize="running", clip=5.0).save(grm)
     policy = root / "policy"
@@ -305,6 +305,7 @@ def test_cli_trains_and_reports_the_held_out_reward(world, tmp_path, capsys):
     recipe.write_text(
         f"model_path: {world['policy']}\ngrm: {world['grm']}\nproject: {world['project']}\n"
         f"output_dir: {tmp_path / 'run'}\nuse_cpu: true\nmax_steps: 1\neval_share: 0.25\n"
+        "split_seed: 0\n"
         "per_device_train_batch_size: 4\nresponse_length: 8\neval_prompts: 4\neval_samples: 2\n"
         "disable_tqdm: true\nsave_strategy: 'no'\n"
     )

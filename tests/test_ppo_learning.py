@@ -24,7 +24,7 @@ def trained(tmp_path_factory):
                  "--audio-only-share", "1", "--seed", "5"]) == 0  # fmt: skip
     assert main(["tiny-grm", "--project", str(world), "--out", str(root / "grm-init")]) == 0
     assert main(["train-grm", "--config", "training/grm_audio_demo.yaml", "--model_path",
-                 str(root / "grm-init"), "--data", str(world), "--output_dir", str(grm),
+                 str(root / "grm-init"), "--project", str(world), "--output_dir", str(grm),
                  "--disable_tqdm", "true", "--save_strategy", "no"]) == 0  # fmt: skip
     assert main(["tiny-policy", "--project", str(world), "--grm", str(grm / "final"), "--out",
                  str(root / "policy"), "--steps", "150"]) == 0  # fmt: skip

@@ -17,7 +17,7 @@ from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 from datasets import Dataset
 from rewardlab.demo import DemoConfig, build_demo_project
 from rewardlab.grm.encoding import JudgeItem
-from rewardlab.grm.examples import examples_from_frame, load_judgments
+from rewardlab.grm.examples import load_examples
 from rewardlab.grm.judge_format import JudgeFormat
 from rewardlab.grm.model import GenerativeRewardModel
 from rewardlab.grm.tiny import build_tiny_backbone, corpus_texts
@@ -34,8 +34,9 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("grpo")
     project = root / "project"
     build_demo_project(project, DemoConfig(n=12, seed=3), progress=False).close()
-    frame, rubrics, media = load_judgments(project)
-    texts = corpus_texts(examples_from_frame(frame, rubrics, 3), JudgeFormat(), rubrics.values())
+    data = load_examples(project)
+    media = data.media_root
+    texts = corpus_texts(data.examples, JudgeFormat(), data.rubrics.values())
     with Store(project) as store:
         tasks = store.tasks()
         dialogues = {d.id: d for d in store.dialogues()}

@@ -15,15 +15,19 @@ from rewardlab.commands.options import Verbs, add_config, add_project
 
 
 def run_tiny_grm(args: argparse.Namespace) -> None:
-    from rewardlab.grm.examples import examples_from_frame, load_judgments
+    from rewardlab.grm.examples import load_examples
     from rewardlab.grm.tiny import TinySize, build_tiny_grm
 
-    frame, rubrics, _ = load_judgments(args.project)
-    k = int(frame["k"][0])
-    examples = examples_from_frame(frame, rubrics, k)
+    data = load_examples(args.project)
     size = TinySize(hidden_size=args.hidden, layers=args.layers)
     out = build_tiny_grm(
-        args.out, examples, rubrics.values(), k, audio=not args.text_only, size=size, seed=args.seed
+        args.out,
+        data.examples,
+        data.rubrics.values(),
+        data.k,
+        audio=not args.text_only,
+        size=size,
+        seed=args.seed,
     )
     print(f"tiny {'text' if args.text_only else 'audio'} GRM backbone at {out}")
 

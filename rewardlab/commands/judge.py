@@ -12,56 +12,23 @@ reports on the other.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from rewardlab.commands.options import Verbs, add_grm, add_project
 
 
 def run_judge(args: argparse.Namespace) -> None:
-    from rewardlab.grm.encoding import JudgeItem
-    from rewardlab.grm.model import GenerativeRewardModel
-    from rewardlab.store import Store
+    from rewardlab.grm.scoring import judge_project, write_scores
 
-    with Store(Path(args.project)) as store:
-        tasks = store.tasks()
-        if args.tasks:
-            from rewardlab.schema import Task, parse_record
-
-            lines = Path(args.tasks).read_text().splitlines()
-            tasks = [
-                parse_record(Task, json.loads(line), f"{args.tasks} line {i}", k=store.k)
-                for i, line in enumerate(lines, start=1)
-                if line.strip()
-            ]
-        rubrics = {r.id: r for r in store.rubrics()}
-        items = []
-        for task in tasks:
-            if task.rubric_id is not None and task.rubric_id not in rubrics:
-                raise ValueError(f"task {task.id!r}: rubric_id: unknown rubric {task.rubric_id!r}")
-            items.append(
-                JudgeItem(task, store.dialogue(task.dialogue_id), rubrics.get(task.rubric_id))
-            )
-        grm = GenerativeRewardModel.load(args.grm, media_root=store.media_root)
-    dist = grm.judge(items, mode=args.mode, batch_size=args.batch_size, progress=True)
-    expected = dist.expected_level()
-    with Path(args.out).open("w") as out:
-        for i, task_id in enumerate(dist.task_ids):
-            row = {
-                "task_id": task_id,
-                "expected_level": round(float(expected[i].mean()), 4),
-                **{
-                    f"probs_{order}": [round(float(p), 5) for p in dist.probs[i, j]]
-                    for j, order in enumerate(dist.orders)
-                },
-            }
-            if dist.critiques is not None:
-                row["critiques"] = dist.critiques[i]
-            out.write(json.dumps(row) + "\n")
-    print(f"judged {len(items)} tasks ({args.mode}) -> {args.out}")
+    dist = judge_project(
+        args.grm, args.project, tasks_file=args.tasks, mode=args.mode, batch_size=args.batch_size
+    )
+    write_scores(dist, args.out)
+    print(f"judged {len(dist.task_ids)} tasks ({args.mode}) -> {args.out}")
 
 
 def run_calibrate(args: argparse.Namespace) -> None:
+    from rewardlab.grm.checkpoint import GRMCheckpoint
     from rewardlab.grm.evaluate import calibrate
 
     mapper, summary = calibrate(
@@ -78,13 +45,13 @@ def run_calibrate(args: argparse.Namespace) -> None:
     print(f"calibrated ({args.method}, {fitted}) on {int(summary['tasks'])} held-out tasks")
     before, after = summary["ece_before"], summary["ece_after"]
     print(f"ECE of P(policy better) on them: {before:.3f} -> {after:.3f}")
-    print(f"saved {args.grm / 'reward_mapper.json'}")
+    print(f"saved {GRMCheckpoint(args.grm).mapper_path}")
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
-    from rewardlab.grm.evaluate import evaluate
+    from rewardlab.grm.evaluate import HEADLINE_METRICS, evaluate
 
-    report = evaluate(
+    report, metrics = evaluate(
         args.grm,
         args.project,
         args.out,
@@ -93,8 +60,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
         split_seed=args.split_seed,
         batch_size=args.batch_size,
     )
-    metrics = json.loads((report.parent / "metrics.json").read_text())
-    for name in ("judge/accuracy", "judge/qwk", "judge/kendall_tau_b", "calibration/ece"):
+    for name in HEADLINE_METRICS:
         value = metrics[name]
         print(f"{name:<22} {'n/a' if value is None else f'{value:.3f}'}")
     print(f"report: {report}")

@@ -19,6 +19,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from rewardlab.reward import MAPPER_FILE
+
 # (anchor, title, what to read in it, metric keys shown, figure names shown)
 SECTIONS: tuple[tuple[str, str, str, tuple[str, ...], tuple[str, ...]], ...] = (
     (
@@ -85,8 +87,8 @@ SECTIONS: tuple[tuple[str, str, str, tuple[str, ...], tuple[str, ...]], ...] = (
     (
         "reward",
         "Reward mapping",
-        "The mapper that turns the GRM's level distribution into the reward (reward_mapper.json"
-        " in the checkpoint), and the rewards it gives these tasks.",
+        "The mapper that turns the GRM's level distribution into the reward"
+        f" ({MAPPER_FILE} in the checkpoint), and the rewards it gives these tasks.",
         ("reward/mean", "reward/std"),
         (),
     ),

@@ -202,7 +202,7 @@ class PromptEncoder:
         return EncodedPrompt(history_ids, pair_ids + self.marker_ids, features, lengths, span)
 
 
-def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+def pad_rows(rows: list[list[int]], value: int) -> torch.Tensor:
     width = max(len(r) for r in rows)
     return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
 
@@ -227,7 +227,7 @@ def collate_full(prompts: list[EncodedPrompt], pad_id: int) -> dict[str, torch.T
     ``labels`` (-100 outside critiques) carry the LM loss on critique tokens.
     """
     rows = [p.history_ids + p.pair_ids for p in prompts]
-    input_ids = _pad(rows, pad_id)  # (B, T)
+    input_ids = pad_rows(rows, pad_id)  # (B, T)
     lengths = torch.tensor([len(r) for r in rows])
     attention_mask = (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()
     labels = torch.full_like(input_ids, -100)

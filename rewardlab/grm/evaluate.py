@@ -5,7 +5,7 @@
     rewardlab evaluate --grm demo_out/grm/final --project demo_out --out demo_out/report
 
 Which tasks: the GRM's own held-out split, drawn exactly as `train-grm` drew it (``eval_share``
-and ``split_seed`` from the checkpoint's ``grm_config.yaml``, or given), then halved by
+and ``split_seed`` from the checkpoint's config, `GRMCheckpoint.split`, or given), then halved by
 leakage group with the same seed: calibration fits on the first half and evaluation reports on
 the second. No number comes from a training task, and calibrated numbers are out of sample.
 """
@@ -15,11 +15,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-import polars as pl
-import yaml
 
 from rewardlab.eval.report import json_safe, write_report
 from rewardlab.eval.reward_metrics import (
@@ -36,70 +34,60 @@ from rewardlab.eval.reward_plots import (
     plot_reliability,
     plot_reward_by_level,
 )
-from rewardlab.grm.examples import GRMExample, examples_from_frame, load_judgments, split_examples
+from rewardlab.grm.checkpoint import GRMCheckpoint, GRMSplit
+from rewardlab.grm.examples import GRMExample, split_examples
 from rewardlab.grm.model import GenerativeRewardModel
 from rewardlab.grm.recipe import reference_levels
 from rewardlab.reward import Normalize, RewardMapper
 
-CONFIG_FILE = "grm_config.yaml"  # the resolved GRMConfig train-grm saves beside the model
+# what `rewardlab evaluate` prints; every metric is in metrics.json and the report
+HEADLINE_METRICS = ("judge/accuracy", "judge/qwk", "judge/kendall_tau_b", "calibration/ece")
 
 
 @dataclass
 class HeldOut:
+    """The GRM's held-out tasks of a project, halved: calibration fits on the first half,
+    evaluation reports on the second."""
+
+    split: GRMSplit
     calibration: list[GRMExample]
     test: list[GRMExample]
-    judgments: pl.DataFrame
-    media_root: Path
-    k: int
-    eval_share: float
-    split_seed: int
-    max_tokens: int
 
 
 def held_out(
-    checkpoint: Path, data: Path, eval_share: float | None = None, split_seed: int | None = None
+    checkpoint: GRMCheckpoint,
+    project: Path,
+    eval_share: float | None = None,
+    split_seed: int | None = None,
 ) -> HeldOut:
-    """The GRM's held-out tasks in `data`, halved into calibration and test parts."""
-    path = Path(checkpoint) / CONFIG_FILE
-    saved = yaml.safe_load(path.read_text()) if path.exists() else {}
-    share = saved.get("eval_share") if eval_share is None else eval_share
-    seed = saved.get("split_seed") if split_seed is None else split_seed
-    if share is None or seed is None:
-        raise ValueError(
-            f"{path} not found, so the GRM's held-out split is unknown: pass --eval-share and"
-            " --split-seed as it was trained with (--eval-share 1: data it never saw)"
-        )
-    if not 0 < share <= 1:
-        raise ValueError(f"eval_share must be in (0, 1], got {share}")
-    frame, rubrics, media_root = load_judgments(Path(data))
-    if frame.is_empty():
-        raise ValueError(f"{data}: no judgments to calibrate or evaluate against")
-    k = int(frame["k"][0]) if "k" in frame.columns else 3
-    _, held = split_examples(examples_from_frame(frame, rubrics, k), share, seed)
-    calibration, test = split_examples(held, 0.5, seed)
+    """The GRM's held-out tasks in `project`, halved into calibration and test parts."""
+    split = checkpoint.split(project, eval_share, split_seed)
+    if not 0 < split.eval_share <= 1:
+        raise ValueError(f"eval_share must be in (0, 1], got {split.eval_share}")
+    if split.data.judgments.is_empty():
+        raise ValueError(f"{project}: no judgments to calibrate or evaluate against")
+    calibration, test = split_examples(split.held_out, 0.5, split.split_seed)
     if not calibration or not test:
-        groups = len({e.group for e in held})
+        groups = len({e.group for e in split.held_out})
         raise ValueError(
-            f"{groups} held-out leakage group(s) in {data} with eval_share={share}: at least 2"
-            " are needed, half to calibrate and half to evaluate"
+            f"{groups} held-out leakage group(s) in {project} with eval_share="
+            f"{split.eval_share}: at least 2 are needed, half to calibrate and half to evaluate"
         )
-    return HeldOut(
-        calibration, test, frame, media_root, k, share, seed, saved.get("max_tokens", 2048)
-    )
+    return HeldOut(split, calibration, test)
 
 
-def load_grm(checkpoint: Path, held: HeldOut) -> GenerativeRewardModel:
-    grm = GenerativeRewardModel.load(
-        checkpoint, media_root=held.media_root, max_tokens=held.max_tokens
-    )
-    if grm.format.k != held.k:
-        raise ValueError(f"{checkpoint}: the GRM has K={grm.format.k} but the data has K={held.k}")
-    return grm
+def _held_out_and_grm(
+    checkpoint: Path, project: Path, eval_share: float | None, split_seed: int | None
+) -> tuple[GRMCheckpoint, HeldOut, GenerativeRewardModel]:
+    ckpt = GRMCheckpoint(checkpoint)
+    held = held_out(ckpt, project, eval_share, split_seed)
+    data = held.split.data
+    return ckpt, held, ckpt.load_model(media_root=data.media_root, k=data.k)
 
 
 def calibrate(
     checkpoint: Path,
-    data: Path,
+    project: Path,
     method: Literal["temperature", "isotonic"],
     *,
     normalize: Normalize | None = None,
@@ -112,12 +100,11 @@ def calibrate(
 
     `normalize` / `clip` (0: none) replace the saved mapper's; ``fixed`` normalisation takes
     its statistics from the calibrated rewards of the same tasks."""
-    held = held_out(checkpoint, data, eval_share, split_seed)
-    grm = load_grm(checkpoint, held)
+    ckpt, held, grm = _held_out_and_grm(checkpoint, project, eval_share, split_seed)
     examples = held.calibration
     probs = grm.judge([e.item for e in examples], batch_size=batch_size, progress=True).probs
     targets = np.stack([e.target for e in examples]).astype(np.float64)
-    mapper = RewardMapper.load(checkpoint, k=held.k)
+    mapper = ckpt.mapper(k=held.split.data.k)
     if normalize is not None:
         mapper = dataclasses.replace(mapper, normalize=normalize)
     if clip is not None:
@@ -140,13 +127,13 @@ def calibrate(
     mapper.provenance = json_safe(  # what it was fitted on; no NaN in the JSON
         {
             "method": method,
-            "data": str(data),
-            "eval_share": held.eval_share,
-            "split_seed": held.split_seed,
+            "project": str(project),
+            "eval_share": held.split.eval_share,
+            "split_seed": held.split.split_seed,
             **summary,
         }
     )
-    mapper.save(checkpoint)
+    mapper.save(ckpt.path)
     return mapper, summary
 
 
@@ -168,26 +155,27 @@ def breakdown_labels(examples: list[GRMExample]) -> dict[str, list[str]]:
 
 def evaluate(
     checkpoint: Path,
-    data: Path,
+    project: Path,
     out: Path,
     *,
     truth: bool = False,
     eval_share: float | None = None,
     split_seed: int | None = None,
     batch_size: int = 16,
-) -> Path:
-    """Score the test half, compute every metric, write ``report.html`` and ``metrics.json``.
+) -> tuple[Path, dict[str, Any]]:
+    """Score the test half, compute every metric, write ``report.html`` and ``metrics.json``;
+    returns the report's path and the metrics (NaN as None, as in the JSON).
 
     `truth`: reference levels from the task metadata's ``truth.level`` where present (the
     demo world), else the annotators'. Audio backbones are also judged with the audio removed.
     """
-    held = held_out(checkpoint, data, eval_share, split_seed)
-    grm = load_grm(checkpoint, held)
-    mapper = RewardMapper.load(checkpoint, k=held.k)
-    examples, k = held.test, held.k
+    ckpt, held, grm = _held_out_and_grm(checkpoint, project, eval_share, split_seed)
+    k = held.split.data.k
+    mapper = ckpt.mapper(k=k)
+    examples = held.test
     items = [e.item for e in examples]
     reference = reference_levels(examples, truth=truth)
-    levels = dict(held.judgments.group_by("task_id").agg("level").iter_rows())
+    levels = dict(held.split.data.judgments.group_by("task_id").agg("level").iter_rows())
     units = [levels[e.task_id] for e in examples]
     length_diff = np.asarray(
         [len(i.task.policy.text.split()) - len(i.task.reference.text.split()) for i in items],
@@ -216,13 +204,14 @@ def evaluate(
         figures["audio_ablation"] = plot_audio_ablation(metrics, silence)
     settings = {
         "grm": str(checkpoint),
-        "data": str(data),
+        "project": str(project),
         "reference": "ground truth (truth.level) where present"
         if truth
         else "annotators (rounded mean level)",
-        "eval_share": held.eval_share,
-        "split_seed": held.split_seed,
+        "eval_share": held.split.eval_share,
+        "split_seed": held.split.split_seed,
         "tasks": [e.task_id for e in examples],
         "mapper": dataclasses.asdict(mapper),
     }
-    return write_report(Path(out), metrics, figures, settings, silence)
+    path = write_report(Path(out), metrics, figures, settings, silence)
+    return path, json_safe(metrics)

@@ -41,11 +41,23 @@ class GRMExample:
         return self.item.task.id
 
 
-def load_judgments(source: Path) -> tuple[pl.DataFrame, dict[str, Rubric], Path]:
-    """(judgments frame, rubrics, media root) from a project directory or a Parquet export.
+@dataclass
+class ProjectExamples:
+    """A source's judged tasks as GRM examples, with what they came from."""
 
-    A Parquet export is expected next to the project it came from (its media root is the
-    ``media/`` folder beside it, or pass the project directory instead).
+    examples: list[GRMExample]
+    judgments: pl.DataFrame  # one row per judgment (`rewardlab.store.export.judgments_frame`)
+    rubrics: dict[str, Rubric]
+    media_root: Path
+    k: int
+
+
+def load_examples(source: Path | str) -> ProjectExamples:
+    """One example per judged task of a project folder or a Parquet export.
+
+    K is the source's own: a project's setting, or an export's ``k`` column; an export without
+    one is refused rather than read as K=3. A Parquet export is expected next to the project it
+    came from (its media root is the ``media/`` folder beside it, or pass the project folder).
     """
     from rewardlab.store import DB_NAME, Store
     from rewardlab.store.export import judgments_frame
@@ -53,10 +65,26 @@ def load_judgments(source: Path) -> tuple[pl.DataFrame, dict[str, Rubric], Path]
     source = Path(source)
     if (source / DB_NAME).exists():
         with Store(source) as store:
-            return judgments_frame(store), {r.id: r for r in store.rubrics()}, store.media_root
-    if source.suffix == ".parquet":
-        return pl.read_parquet(source), load_library(LIBRARY_DIR), source.parent / "media"
-    raise FileNotFoundError(f"{source} is neither a rewardlab project nor a .parquet export")
+            frame, k = judgments_frame(store), store.k
+            rubrics, media_root = {r.id: r for r in store.rubrics()}, store.media_root
+    elif source.suffix == ".parquet":
+        frame, rubrics = pl.read_parquet(source), load_library(LIBRARY_DIR)
+        media_root, k = source.parent / "media", _export_k(source, frame)
+    else:
+        raise FileNotFoundError(f"{source} is neither a rewardlab project nor a .parquet export")
+    return ProjectExamples(examples_from_frame(frame, rubrics, k), frame, rubrics, media_root, k)
+
+
+def _export_k(source: Path, frame: pl.DataFrame) -> int:
+    """The one K of an export's ``k`` column."""
+    found = frame["k"].unique().to_list() if "k" in frame.columns else []
+    if len(found) != 1:
+        raise ValueError(
+            f"{source}: k: {'no' if not found else f'{len(found)} different'} values of K (the"
+            " levels run -K..K) in the judgments; export them again with `rewardlab export`,"
+            " which writes the project's K in a column 'k'"
+        )
+    return int(found[0])
 
 
 def examples_from_frame(

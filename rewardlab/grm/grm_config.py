@@ -48,8 +48,10 @@ class GRMConfig(TrainingArguments, BackboneArguments):
     model_path: str = field(
         default="", metadata={"help": "local backbone directory (or a saved GRM to fine-tune)"}
     )
-    data: str = field(
-        default="", metadata={"help": "a rewardlab project directory or a Parquet export"}
+    # replaces TrainingArguments' `project` (a Trackio project name): one name per concept in
+    # the CLI, and a run that logs to Trackio does so under its project's path
+    project: str = field(
+        default="", metadata={"help": "a rewardlab project folder or a Parquet export"}
     )
     eval_share: float = field(
         default=0.2, metadata={"help": "share of leakage groups held out for evaluation"}
@@ -103,7 +105,7 @@ class GRMConfig(TrainingArguments, BackboneArguments):
     )
     # -- TrainingArguments defaults that suit this trainer -----------------------------------
     remove_unused_columns: bool = False  # the collator builds the model inputs itself
-    train_sampling_strategy: str = "group_by_length"  # batches of similar prompt length
+    train_sampling_strategy: str = "group_by_length"  # `PairedBatchSampler`: the only one
     logging_steps: float = 10
 
     def __post_init__(self) -> None:
@@ -124,6 +126,12 @@ class GRMConfig(TrainingArguments, BackboneArguments):
                 f" history_warmup_steps={self.history_warmup_steps}, max_steps={self.max_steps}"
             )
         self.curriculum_stages()  # fails early on a malformed spec
+        if self.train_sampling_strategy != "group_by_length":
+            raise ValueError(
+                f"train_sampling_strategy {self.train_sampling_strategy!r}: a GRM trains on"
+                " batches that keep both orders of a task together (group_by_length, the"
+                " default); leave the field out"
+            )
         if self.critique_weight < 0:
             raise ValueError(f"critique_weight must be >= 0, got {self.critique_weight}")
 

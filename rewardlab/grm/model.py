@@ -30,9 +30,9 @@ from rewardlab.grm.encoding import (
     EncodedPrompt,
     JudgeItem,
     PromptEncoder,
-    _pad,
     audio_batch,
     collate_full,
+    pad_rows,
 )
 from rewardlab.grm.judge_format import FORMAT_FILE, JudgeFormat
 from rewardlab.schema import Order
@@ -188,7 +188,7 @@ class GenerativeRewardModel:
             return self._full_forward(flat).view(len(items), len(orders), -1)
         pad = self.tokenizer.pad_token_id
         histories = [row[0] for row in encoded]
-        history_ids = _pad([h.history_ids for h in histories], pad)  # (B, Th)
+        history_ids = pad_rows([h.history_ids for h in histories], pad)  # (B, Th)
         history_len = torch.tensor([len(h.history_ids) for h in histories])
         history_mask = (torch.arange(history_ids.shape[1])[None] < history_len[:, None]).long()
         batch = self._to_device(
@@ -197,7 +197,7 @@ class GenerativeRewardModel:
         cache = self.model(**batch, use_cache=True).past_key_values
         cache.batch_repeat_interleave(len(orders))
         pairs = [e.pair_ids for row in encoded for e in row]  # (B*O) rows, item-major
-        pair_ids = _pad(pairs, pad)  # (B*O, Tp)
+        pair_ids = pad_rows(pairs, pad)  # (B*O, Tp)
         pair_len = torch.tensor([len(p) for p in pairs])
         pair_mask = (torch.arange(pair_ids.shape[1])[None] < pair_len[:, None]).long()
         starts = history_len.repeat_interleave(len(orders))

@@ -17,14 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from rewardlab.eval.judge_metrics import judge_metrics
-from rewardlab.grm.examples import (
-    GRMExample,
-    examples_from_frame,
-    load_judgments,
-    split_examples,
-)
+from rewardlab.grm.batches import prompt_lengths
+from rewardlab.grm.checkpoint import GRMCheckpoint
+from rewardlab.grm.examples import GRMExample, load_examples, split_examples
 from rewardlab.grm.grm_config import GRMConfig
-from rewardlab.grm.grm_trainer import GRMTrainer, save_config
+from rewardlab.grm.grm_trainer import GRMTrainer
 from rewardlab.grm.model import GenerativeRewardModel
 
 
@@ -85,10 +82,8 @@ def parse_config(path: Path, overrides: list[str] | None = None, config_class: t
 
 
 def train_grm(config: GRMConfig) -> dict[str, float]:
-    frame, rubrics, media_root = load_judgments(Path(config.data))
-    k = int(frame["k"][0]) if "k" in frame.columns else 3
-    examples = examples_from_frame(frame, rubrics, k)
-    train, held_out = split_examples(examples, config.eval_share, config.split_seed)
+    data = load_examples(config.project)
+    train, held_out = split_examples(data.examples, config.eval_share, config.split_seed)
     print(f"{len(train)} training tasks, {len(held_out)} held out (by leakage group)")
     lora = config.lora_config()
     # resuming: the weights come from the checkpoint (loaded with the model's own key
@@ -97,19 +92,22 @@ def train_grm(config: GRMConfig) -> dict[str, float]:
         config.resume_from_checkpoint or config.model_path,
         lora=lora,
         freeze_audio_tower=config.freeze_audio_tower,
-        media_root=media_root,
+        media_root=data.media_root,
         max_tokens=config.max_tokens,
     )
-    if grm.format.k != k:
-        raise ValueError(f"the judge format has K={grm.format.k} but the data has K={k}")
-    trainer = GRMTrainer(grm.model, config, grm.encoder, train)
+    if grm.format.k != data.k:
+        raise ValueError(f"the judge format has K={grm.format.k} but the data has K={data.k}")
+    # measure every prompt once: the sampler groups by length, and every clip lands in the
+    # encoder's feature cache before the first batch
+    lengths = prompt_lengths(grm.encoder, train)
+    trainer = GRMTrainer(grm.model, config, grm.encoder, train, lengths=lengths)
     trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
     out = Path(config.output_dir)
     # final/ is replaced whole: a reward mapper calibrated for an earlier model must not survive
     shutil.rmtree(out / "final", ignore_errors=True)
     grm.save(out / "final")
-    save_config(config, out)
-    save_config(config, out / "final")
+    GRMCheckpoint(out).save_config(config)
+    GRMCheckpoint(out / "final").save_config(config)
     report = evaluate_grm(grm, held_out) if held_out else {}
     (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from rewardlab.grm.checkpoint import GRMCheckpoint
 from rewardlab.grm.encoding import JudgeItem
 from rewardlab.grm.model import GenerativeRewardModel
 from rewardlab.reward import RewardMapper
@@ -87,18 +88,19 @@ class GRMReward:
     def from_checkpoint(
         cls, checkpoint: Path | str, project: Path | str | None = None, **kwargs: Any
     ) -> GRMReward:
-        """The GRM and the mapper saved with it; with `project`, its dialogues (and audio) and
-        rubrics."""
+        """The GRM and the mapper saved with it (`GRMCheckpoint`); with `project`, its
+        dialogues (and audio) and rubrics."""
+        saved = GRMCheckpoint(checkpoint)
         if project is None:
-            grm = GenerativeRewardModel.load(checkpoint)
+            grm = saved.load_model()
         else:
             from rewardlab.store import Store
 
             with Store(Path(project)) as store:
                 kwargs.setdefault("dialogues", {d.id: d for d in store.dialogues()})
                 kwargs.setdefault("rubrics", {r.id: r for r in store.rubrics()})
-                grm = GenerativeRewardModel.load(checkpoint, media_root=store.media_root)
-        return cls(grm, RewardMapper.load(checkpoint, k=grm.format.k), **kwargs)
+                grm = saved.load_model(media_root=store.media_root)
+        return cls(grm, saved.mapper(k=grm.format.k), **kwargs)
 
     def state_dict(self) -> dict[str, Any]:
         """What a run changes: the mapper's normalisation statistics (JSON-able)."""

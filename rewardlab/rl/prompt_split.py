@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from rewardlab.grm.evaluate import CONFIG_FILE
-from rewardlab.grm.examples import examples_from_frame, load_judgments, split_examples
+from rewardlab.grm.checkpoint import GRMCheckpoint
+from rewardlab.grm.examples import load_examples, split_examples
+from rewardlab.grm.grm_config import GRMConfig
 from rewardlab.rl.prompts import PPOPrompt, prompts_from_examples
 
 
@@ -39,21 +38,21 @@ def split_like_grm(
     *,
     grm_path: Path | str | None = None,
 ) -> ExampleSplit:
-    """A project's judged tasks split by leakage group; `eval_share` and `split_seed` None take
-    the GRM's own (its saved config), else GRMConfig's defaults: what the GRM held out stays
-    held out for the policy too."""
-    saved: dict[str, Any] = {}
-    if grm_path is not None and (Path(grm_path) / CONFIG_FILE).exists():
-        saved = yaml.safe_load((Path(grm_path) / CONFIG_FILE).read_text()) or {}
-    share = saved.get("eval_share", 0.2) if eval_share is None else eval_share
-    seed = saved.get("split_seed", 0) if split_seed is None else split_seed
-    frame, rubrics, media_root = load_judgments(Path(data))
-    if frame.is_empty():
+    """A project's judged tasks split by leakage group as the GRM at `grm_path` split them
+    (`GRMCheckpoint.split`: its saved eval_share and split_seed unless given, refused when it
+    has no config and they are not given): what the GRM held out stays held out for the
+    policy too. Without a GRM, None takes GRMConfig's defaults."""
+    if grm_path is not None:
+        split = GRMCheckpoint(grm_path).split(data, eval_share, split_seed)
+        project, train, held = split.data, split.train, split.held_out
+    else:
+        project = load_examples(data)
+        share = GRMConfig.eval_share if eval_share is None else eval_share
+        seed = GRMConfig.split_seed if split_seed is None else split_seed
+        train, held = split_examples(project.examples, share, seed)
+    if project.judgments.is_empty():
         raise ValueError(f"{data}: no judged tasks to take prompts from")
-    k = int(frame["k"][0]) if "k" in frame.columns else 3
-    examples = examples_from_frame(frame, rubrics, k)
-    train, held = split_examples(examples, share, seed)
-    return ExampleSplit(examples, train, held, media_root)
+    return ExampleSplit(project.examples, train, held, project.media_root)
 
 
 def load_prompts(
