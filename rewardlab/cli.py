@@ -44,7 +44,7 @@ COMMANDS = (project, stats, demo, grm, judge, rl, argilla, accounts, serve)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rewardlab", description=__doc__.split("\n\n")[0])
-    parser.set_defaults(config_overrides=False)  # `add_config` turns it on for its verb
+    parser.set_defaults(config_overrides=False)  # `add_config_verb` turns it on for its verb
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for command in COMMANDS:
         command.add_parsers(verbs)

@@ -25,7 +25,6 @@ import httpx
 from builders import write_jsonl
 from processes import free_port, stop_process
 
-from rewardlab.demo import DemoConfig, build_demo_project
 from rewardlab.demo.tts import Speech, synthesise
 from rewardlab.schema import Dialogue, ProjectSettings, Task, Turn
 from rewardlab.store import Store
@@ -37,13 +36,13 @@ XSS_TEXT = '<script>window.__xss = 1</script><img src="x" onerror="window.__xss 
 TEMPLATE_TEXT = "{{value}} ${window.__xss = 3} <b>not bold</b>"
 
 
-def make_app_project(root: Path, **settings) -> Path:
-    """The project folder (root/project); `settings` are ProjectSettings fields."""
-    world = build_demo_project(
-        root / "world", DemoConfig(n=6, seed=11), progress=False, annotate=False
-    )
-    world.close()
-    source = root / "world" / "source"
+APP_WORLD = {"n": 6, "seed": 11}  # the demo world (`demo_world` fixture) the app's tests use
+
+
+def make_app_project(root: Path, world: Path, **settings) -> Path:
+    """The project folder (root/project) made from the demo project `world` (read only: its
+    source records and clips are imported, unjudged); `settings` are ProjectSettings fields."""
+    source = world / "source"
     first_dialogue = json.loads((source / "dialogues.jsonl").read_text().splitlines()[0])
     first_task = json.loads((source / "tasks.jsonl").read_text().splitlines()[0])
     extra = root / "extra"
@@ -57,7 +56,7 @@ def make_app_project(root: Path, **settings) -> Path:
         if turn.get("audio"):
             target = extra / turn["audio"]["path"]
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes((root / "world" / "media" / turn["audio"]["path"]).read_bytes())
+            target.write_bytes((world / "media" / turn["audio"]["path"]).read_bytes())
     xss_dialogue = {"id": "xss-d", "turns": [{"role": "user", "text": XSS_TEXT}]}
     xss_task = {
         "id": "xss-t",
@@ -71,7 +70,7 @@ def make_app_project(root: Path, **settings) -> Path:
 
     project = root / "project"
     with Store.create(project, ProjectSettings(name="app test project", **settings)) as store:
-        for folder, media in ((extra, extra), (source, root / "world" / "media")):
+        for folder, media in ((extra, extra), (source, world / "media")):
             import_jsonl(
                 store,
                 dialogues=folder / "dialogues.jsonl",

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -44,6 +45,38 @@ def pytest_collection_modifyitems(config, items):
         return 0 if item.get_closest_marker("slow") else 1
 
     items.sort(key=rank)  # stable: file order and test order within a file are kept
+
+
+@pytest.fixture(scope="session")
+def demo_world(tmp_path_factory):
+    """`demo_world(n=..., seed=..., ...)`: the project folder of that demo world (`DemoConfig`'s
+    fields), built once per test run however many tests and xdist workers ask for it: under a
+    file lock in the run's shared temporary folder. Treat it as read-only: a test that writes
+    to a project copies it first (`copy_project`)."""
+    from filelock import FileLock
+
+    from rewardlab.demo import DemoConfig, build_demo_project
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+    def world(**fields) -> Path:
+        config = DemoConfig(**fields)  # refuses unknown fields before anything is built
+        name = "-".join(f"{key}{value}" for key, value in sorted(fields.items()))
+        root = shared / f"demo-world-{name}"
+        with FileLock(f"{root}.lock"):
+            if not (root / "built").exists():
+                shutil.rmtree(root, ignore_errors=True)
+                build_demo_project(root / "project", config, progress=False).close()
+                (root / "built").touch()
+        return root / "project"
+
+    return world
+
+
+def copy_project(project: Path, into: Path) -> Path:
+    """A writable copy of a (shared) project folder."""
+    return Path(shutil.copytree(project, into / project.name))
 
 
 @pytest.fixture

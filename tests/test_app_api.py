@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from app_harness import PASSWORDS, make_app_project, running_app
+from app_harness import APP_WORLD, PASSWORDS, make_app_project, running_app
 from gradio_client import Client
 from gradio_client.exceptions import AppError, AuthenticationError
 
@@ -13,9 +13,9 @@ from rewardlab.store import Store
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory) -> tuple[str, Path]:
+def app(tmp_path_factory, demo_world) -> tuple[str, Path]:
     root = tmp_path_factory.mktemp("api")
-    project = make_app_project(root, annotators_per_task=2)
+    project = make_app_project(root, demo_world(**APP_WORLD), annotators_per_task=2)
     with running_app(project, root / "server.log") as url:
         yield url, project
 

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from app_harness import PASSWORDS, TEMPLATE_TEXT, XSS_TEXT, make_app_project, running_app
+from app_harness import APP_WORLD, PASSWORDS, TEMPLATE_TEXT, XSS_TEXT, make_app_project, running_app
 from gradio_client import Client
 
 from rewardlab.store import Store
@@ -27,9 +27,11 @@ if not Path(CHROMIUM).exists():
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory) -> tuple[str, Path]:
+def app(tmp_path_factory, demo_world) -> tuple[str, Path]:
     root = tmp_path_factory.mktemp("browser")
-    project = make_app_project(root, annotators_per_task=4, require_full_listen=True)
+    project = make_app_project(
+        root, demo_world(**APP_WORLD), annotators_per_task=4, require_full_listen=True
+    )
     with running_app(project, root / "server.log") as url:
         yield url, project
 

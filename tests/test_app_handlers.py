@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from app_harness import XSS_TEXT, make_app_project
+from app_harness import APP_WORLD, XSS_TEXT, make_app_project
 
 from annotation_ui import render
 from annotation_ui.admin import import_uploads
@@ -19,8 +19,10 @@ from rewardlab.store import Store, StoreError, queue
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    return make_app_project(tmp_path_factory.mktemp("app"), annotators_per_task=3)
+def built(tmp_path_factory, demo_world) -> Path:
+    return make_app_project(
+        tmp_path_factory.mktemp("app"), demo_world(**APP_WORLD), annotators_per_task=3
+    )
 
 
 @pytest.fixture

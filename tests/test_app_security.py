@@ -12,16 +12,16 @@ from urllib.parse import urlsplit
 import httpx
 import polars as pl
 import pytest
-from app_harness import PASSWORDS, login, make_app_project, running_app
+from app_harness import APP_WORLD, PASSWORDS, login, make_app_project, running_app
 
 from annotation_ui.web import LOGIN_FAILURES_ALLOWED
 from rewardlab.store import Store
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory) -> tuple[str, Path, str]:
+def app(tmp_path_factory, demo_world) -> tuple[str, Path, str]:
     root = tmp_path_factory.mktemp("security")
-    project = make_app_project(root)
+    project = make_app_project(root, demo_world(**APP_WORLD))
     media = project / "media"
     (media / "notes.txt").write_text("not audio")
     (media / "escape.flac").symlink_to(project / "project.sqlite")

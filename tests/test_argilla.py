@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,6 @@ from annotation_ui.argilla_records import (
     shown_order,
     verdict_labels,
 )
-from rewardlab.demo import DemoConfig, build_demo_project
 from rewardlab.schema import Judgment, Order, RecordError, Task, utc_now
 from rewardlab.store import Store
 
@@ -307,10 +307,11 @@ def _respond(server, api_key: str, record, values: dict) -> str:
 
 
 @pytest.fixture
-def demo(tmp_path: Path) -> Store:
-    """8 demo dialogues: 6 pairwise tasks, one task each under two rubrics, both orders shown."""
-    config = DemoConfig(n=8, seed=1, annotators=3, annotators_per_task=2)
-    with build_demo_project(tmp_path / "demo", config, progress=False) as built:
+def demo(tmp_path: Path, demo_world) -> Store:
+    """8 demo dialogues: 6 pairwise tasks, one task each under two rubrics, both orders shown
+    (a copy of the shared world: pulls write to it)."""
+    world = demo_world(n=8, seed=1, annotators=3, annotators_per_task=2)
+    with Store(shutil.copytree(world, tmp_path / "demo")) as built:
         yield built
 
 

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from rewardlab.cli import main
-from rewardlab.demo import DemoConfig, build_demo_project
 from rewardlab.eval.agreement import krippendorff_alpha_ordinal
 from rewardlab.eval.judge_metrics import (
     pairwise_accuracy,
@@ -131,11 +130,10 @@ def test_evaluation_metrics_break_down_by_group():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, demo_world):
     """A demo project and a tiny audio GRM trained two steps on half of its leakage groups."""
     root = tmp_path_factory.mktemp("evaluate")
-    project = root / "project"
-    build_demo_project(project, DemoConfig(n=32, seed=3), progress=False).close()
+    project = demo_world(n=32, seed=3)
     backbone = root / "backbone"
     tiny = ["--project", project, "--out", backbone, "--hidden", "32", "--layers", "1"]
     assert main(["tiny-grm", *map(str, tiny)]) == 0

@@ -13,7 +13,6 @@ from builders import TINY_GRM_SIZE
 from peft import LoraConfig
 from transformers import TrainerCallback
 
-from rewardlab.demo import DemoConfig, build_demo_project
 from rewardlab.grm.batches import GRMCollator, PairedBatchSampler, SwappedPairs, shown_target
 from rewardlab.grm.encoding import JudgeItem, PromptEncoder, collate_full
 from rewardlab.grm.examples import examples_from_frame, load_examples, split_examples
@@ -29,16 +28,17 @@ SMALL = TINY_GRM_SIZE
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, demo_world):
     root = tmp_path_factory.mktemp("grm")
-    build_demo_project(root / "project", DemoConfig(n=24, seed=3), progress=False).close()
-    data = load_examples(root / "project")
+    project = demo_world(n=24, seed=3)
+    data = load_examples(project)
     frame, rubrics, media, examples = data.judgments, data.rubrics, data.media_root, data.examples
     texts = corpus_texts(examples, JudgeFormat(), rubrics.values())
     backbone = build_tiny_backbone(root / "tiny", texts, size=SMALL)
     text_backbone = build_tiny_backbone(root / "tiny-text", texts, audio=False, size=SMALL)
     return {
         "root": root,
+        "project": project,
         "frame": frame,
         "rubrics": rubrics,
         "media": media,
@@ -513,7 +513,7 @@ def test_batches_are_collated_with_the_verdict_slot_last(world):
 def test_cli_builds_trains_and_judges(world, tmp_path):
     from rewardlab.cli import main
 
-    project = world["root"] / "project"
+    project = world["project"]
     backbone = tmp_path / "backbone"
     assert (
         main(
@@ -597,7 +597,7 @@ def test_load_examples_reads_k_from_the_source_and_refuses_an_export_without_it(
     from rewardlab.store import Store
     from rewardlab.store.export import export_parquet
 
-    project = world["root"] / "project"
+    project = world["project"]
     data = load_examples(project)
     assert data.k == 3 and data.media_root == world["media"]
     with Store(project) as store:
@@ -619,7 +619,7 @@ def test_checkpoint_owns_config_split_mapper_and_model(world, tmp_path):
     from rewardlab.grm.checkpoint import GRMCheckpoint
     from rewardlab.reward import RewardMapper
 
-    project = world["root"] / "project"
+    project = world["project"]
     ckpt = GRMCheckpoint(shutil.copytree(world["backbone"], tmp_path / "grm"))
     with pytest.raises(FileNotFoundError, match=r"grm_config\.yaml not found.*--eval-share"):
         ckpt.split(project)

@@ -17,7 +17,6 @@ import torch
 from builders import TINY_GRM_SIZE
 
 from rewardlab.cli import main
-from rewardlab.demo import DemoConfig, build_demo_project
 from rewardlab.grm.examples import load_examples
 from rewardlab.grm.judge_format import JudgeFormat
 from rewardlab.grm.tiny import build_tiny_backbone, corpus_texts
@@ -38,10 +37,9 @@ SMALL = replace(TINY_GRM_SIZE, layers=1)
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, demo_world):
     root = tmp_path_factory.mktemp("ppo")
-    project = root / "project"
-    build_demo_project(project, DemoConfig(n=24, seed=4), progress=False).close()
+    project = demo_world(n=24, seed=4)
     data = load_examples(project)
     texts = corpus_texts(data.examples, JudgeFormat(), data.rubrics.values())
     grm = build_tiny_backbone(root / "grm", texts, size=SMALL)

@@ -15,7 +15,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
 from datasets import Dataset
-from rewardlab.demo import DemoConfig, build_demo_project
 from rewardlab.grm.encoding import JudgeItem
 from rewardlab.grm.examples import load_examples
 from rewardlab.grm.judge_format import JudgeFormat
@@ -30,10 +29,9 @@ SMALL = replace(TINY_GRM_SIZE, layers=1)
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, demo_world):
     root = tmp_path_factory.mktemp("grpo")
-    project = root / "project"
-    build_demo_project(project, DemoConfig(n=12, seed=3), progress=False).close()
+    project = demo_world(n=12, seed=3)
     data = load_examples(project)
     media = data.media_root
     texts = corpus_texts(data.examples, JudgeFormat(), data.rubrics.values())

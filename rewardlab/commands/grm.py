@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rewardlab.commands.options import Verbs, add_config, add_project
+from rewardlab.commands.options import Verbs, add_config_verb, add_project
 
 
 def run_tiny_grm(args: argparse.Namespace) -> None:
@@ -50,12 +50,12 @@ def add_parsers(verbs: Verbs) -> None:
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(run=run_tiny_grm)
 
-    train = verbs.add_parser(
+    add_config_verb(
+        verbs,
         "train-grm",
-        help="train and evaluate a GRM",
-        epilog="any GRMConfig field as a --kebab-case flag overrides the YAML,\n"
-        "e.g. --max-steps 50 --project P",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "train and evaluate a GRM",
+        config="GRMConfig",
+        example="--max-steps 50 --project P",
+        recipe="a training/grm_*.yaml recipe",
+        run=run_train_grm,
     )
-    add_config(train, "a training/grm_*.yaml recipe")
-    train.set_defaults(run=run_train_grm)

@@ -43,7 +43,17 @@ def add_project(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("--project", required=True, type=Path, metavar="PROJECT", help=help)
 
 
-def add_config(parser: argparse.ArgumentParser, help: str) -> None:
-    """`--config YAML`: a recipe in training/; the remaining `--field value` flags override it."""
-    parser.add_argument("--config", required=True, type=Path, help=help)
-    parser.set_defaults(config_overrides=True)
+def add_config_verb(
+    verbs: Verbs, name: str, help: str, *, config: str, example: str, recipe: str, run
+) -> argparse.ArgumentParser:
+    """A verb run from `--config YAML` (a recipe in training/) whose remaining `--field value`
+    flags override it; `config` names the dataclass whose fields they are."""
+    parser = verbs.add_parser(
+        name,
+        help=help,
+        epilog=f"any {config} field as a --kebab-case flag overrides the YAML,\ne.g. {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", required=True, type=Path, help=recipe)
+    parser.set_defaults(config_overrides=True, run=run)
+    return parser

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rewardlab.commands.options import Verbs, add_config, add_grm, add_project
+from rewardlab.commands.options import Verbs, add_config_verb, add_grm, add_project
 
 
 def run_tiny_policy(args: argparse.Namespace) -> None:
@@ -60,12 +60,12 @@ def add_parsers(verbs: Verbs) -> None:
     policy.add_argument("--seed", type=int, default=0)
     policy.set_defaults(run=run_tiny_policy)
 
-    ppo = verbs.add_parser(
+    add_config_verb(
+        verbs,
         "ppo",
-        help="PPO of an audio policy against a GRM",
-        epilog="any AudioPPOConfig field as a --kebab-case flag overrides the YAML,\n"
-        "e.g. --max-steps 10 --grm CKPT",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "PPO of an audio policy against a GRM",
+        config="AudioPPOConfig",
+        example="--max-steps 10 --grm CKPT",
+        recipe="a training/ppo_*.yaml recipe",
+        run=run_ppo,
     )
-    add_config(ppo, "a training/ppo_*.yaml recipe")
-    ppo.set_defaults(run=run_ppo)
