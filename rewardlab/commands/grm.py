@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rewardlab.commands.options import Verbs, add_config_verb, add_project
+from rewardlab.commands.options import Verbs, add_config_verb, add_project, add_tiny_size
 
 
 def run_tiny_grm(args: argparse.Namespace) -> None:
@@ -45,9 +45,7 @@ def add_parsers(verbs: Verbs) -> None:
     add_project(tiny, "its texts train the tokenizer")
     tiny.add_argument("--out", required=True, type=Path)
     tiny.add_argument("--text-only", action="store_true", help="a text LM reading transcripts")
-    tiny.add_argument("--hidden", type=int, default=96, help="hidden size (default 96)")
-    tiny.add_argument("--layers", type=int, default=3, help="decoder layers (default 3)")
-    tiny.add_argument("--seed", type=int, default=0)
+    add_tiny_size(tiny, hidden=96, layers=3)
     tiny.set_defaults(run=run_tiny_grm)
 
     add_config_verb(

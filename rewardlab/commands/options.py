@@ -43,6 +43,17 @@ def add_project(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("--project", required=True, type=Path, metavar="PROJECT", help=help)
 
 
+def add_tiny_size(parser: argparse.ArgumentParser, *, hidden: int, layers: int) -> None:
+    """`--hidden`, `--layers`, `--seed` of a random-init tiny backbone (`rewardlab.grm.tiny`)."""
+    parser.add_argument(
+        "--hidden", type=int, default=hidden, help=f"hidden size (default {hidden})"
+    )
+    parser.add_argument(
+        "--layers", type=int, default=layers, help=f"decoder layers (default {layers})"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+
+
 def add_config_verb(
     verbs: Verbs, name: str, help: str, *, config: str, example: str, recipe: str, run
 ) -> argparse.ArgumentParser:

@@ -11,7 +11,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rewardlab.commands.options import Verbs, add_config_verb, add_grm, add_project
+from rewardlab.commands.options import (
+    Verbs,
+    add_config_verb,
+    add_grm,
+    add_project,
+    add_tiny_size,
+)
 
 
 def run_tiny_policy(args: argparse.Namespace) -> None:
@@ -55,9 +61,7 @@ def add_parsers(verbs: Verbs) -> None:
         required=False,
     )
     policy.add_argument("--steps", type=int, default=300, help="warm-start steps (default 300)")
-    policy.add_argument("--hidden", type=int, default=128, help="hidden size (default 128)")
-    policy.add_argument("--layers", type=int, default=4, help="decoder layers (default 4)")
-    policy.add_argument("--seed", type=int, default=0)
+    add_tiny_size(policy, hidden=128, layers=4)
     policy.set_defaults(run=run_tiny_policy)
 
     add_config_verb(
