@@ -4,7 +4,6 @@
 # Overrides:
 #   PYTHON=python3.12            interpreter used to create the virtual environment
 #   VENV=/path/to/env            use (or create) another environment
-#   TEST_WORKERS=0               run the tests in this process, not on pytest-xdist workers
 #   TORCH='torch==2.5.1+cu124 --index-url https://...'   install another torch build;
 #                                a torch already importable in $(VENV) is always kept
 
@@ -16,7 +15,6 @@ DEMO_N ?= 600
 DEMO_PAIRS ?= 4
 # PPO updates of the demo: training/ppo_demo.yaml's max_steps; another value is passed as a flag
 PPO_STEPS ?= 60
-TEST_WORKERS ?= 2
 # espeak-ng speaks the demo world; redis-server backs the argilla-server the Argilla tests start;
 # chromium is the browser the annotation app's tests drive (Playwright, no downloaded browser)
 SYSTEM_PACKAGES := espeak-ng redis-server chromium
@@ -64,10 +62,8 @@ demo: setup
 		$(filter-out 60,$(PPO_STEPS)), --max-steps $(PPO_STEPS))
 	@$(VENV)/bin/rewardlab demo-accounts $(DEMO_DIR)
 
-# two workers, whole files each, slow files first: the PPO learning test starts at once on one
-# worker while the rest of the suite runs on the other (see tests/conftest.py)
 test: setup
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	HF_HUB_OFFLINE=1 $(PY) -m pytest
 
 lint: setup
 	$(VENV)/bin/ruff check .

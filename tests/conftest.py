@@ -15,44 +15,13 @@ from builders import dialogue, task, write_clips, write_jsonl
 from rewardlab.store import Store
 from rewardlab.store.importer import import_jsonl
 
-# Under pytest-xdist (`make test`: two workers on a 2-core machine) each worker's torch keeps to
-# one thread, so the two do not fight over the cores; a test that needs the run it was tuned
-# on asks for `all_cores` (the PPO learning test: its GRM's numbers depend on the float
-# summation order, which depends on the thread count).
-CORES = os.cpu_count() or 1
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    import torch
-
-    torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def all_cores():
-    """torch on every core for this module (what the suite runs without xdist)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(CORES)
-    yield
-    torch.set_num_threads(before)
-
-
-def pytest_collection_modifyitems(config, items):
-    """Files with `slow` tests first: with `--dist loadfile --no-loadscope-reorder` the PPO
-    learning test starts at once on a worker of its own instead of ending the run alone."""
-
-    def rank(item) -> int:
-        return 0 if item.get_closest_marker("slow") else 1
-
-    items.sort(key=rank)  # stable: file order and test order within a file are kept
-
 
 @pytest.fixture(scope="session")
 def demo_world(tmp_path_factory):
     """`demo_world(n=..., seed=..., ...)`: the project folder of that demo world (`DemoConfig`'s
     fields), built once per test run however many tests and xdist workers ask for it: under a
     file lock in the run's shared temporary folder. Treat it as read-only: a test that writes
-    to a project copies it first (`copy_project`)."""
+    to a project copies it first (`shutil.copytree`)."""
     from filelock import FileLock
 
     from rewardlab.demo import DemoConfig, build_demo_project
@@ -72,11 +41,6 @@ def demo_world(tmp_path_factory):
         return root / "project"
 
     return world
-
-
-def copy_project(project: Path, into: Path) -> Path:
-    """A writable copy of a (shared) project folder."""
-    return Path(shutil.copytree(project, into / project.name))
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ import pytest
 
 from rewardlab.cli import main
 
+pytestmark = pytest.mark.slow  # about 15 minutes on 2 cores: `pytest -m 'not slow'` skips it
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
