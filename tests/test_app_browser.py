@@ -277,6 +277,7 @@ def test_an_admin_manages_accounts_settings_gold_rubrics_flags_and_imports(
 
     page.get_by_role("tab", name="Project").click()
     goal = page.get_by_label("Daily goal per annotator")
+    expect(goal).to_have_value("40")  # the page has loaded the stored settings: edit after that
     goal.fill("12")
     page.get_by_role("button", name="Save settings").click()
     page.get_by_text("Settings saved").wait_for(timeout=30_000)
