@@ -1,9 +1,9 @@
 """PPO raises the GRM's reward on held-out prompts: the demo's RL stage, shortened.
 
 The GRM is the demo's audio-pathway judge, trained here with `training/grm_audio_demo.yaml`
-on the audio-only world (every task decided by how the user sounded; about 6 minutes on 2
+on the audio-only world (every task decided by how the user sounded; about 8 minutes on 2
 cores). The policy is a tiny Qwen2-Audio warm-started on that world's replies; PPO then runs
-for about three minutes against the GRM. Held-out prompts are dialogues neither model trained
+for about five minutes against the GRM. Held-out prompts are dialogues neither model trained
 on, and the before/after replies are sampled with the same seed.
 """
 
