@@ -19,25 +19,20 @@ from rewardlab.store.importer import import_jsonl
 @pytest.fixture(scope="session")
 def demo_world(tmp_path_factory):
     """`demo_world(n=..., seed=..., ...)`: the project folder of that demo world (`DemoConfig`'s
-    fields), built once per test run however many tests and xdist workers ask for it: under a
-    file lock in the run's shared temporary folder. Treat it as read-only: a test that writes
-    to a project copies it first (`shutil.copytree`)."""
-    from filelock import FileLock
-
+    fields), built once per test run however many tests ask for it. Treat it as read-only: a
+    test that writes to a project copies it first (`shutil.copytree`)."""
     from rewardlab.demo import DemoConfig, build_demo_project
 
     base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
     def world(**fields) -> Path:
         config = DemoConfig(**fields)  # refuses unknown fields before anything is built
         name = "-".join(f"{key}{value}" for key, value in sorted(fields.items()))
-        root = shared / f"demo-world-{name}"
-        with FileLock(f"{root}.lock"):
-            if not (root / "built").exists():
-                shutil.rmtree(root, ignore_errors=True)
-                build_demo_project(root / "project", config, progress=False).close()
-                (root / "built").touch()
+        root = base / f"demo-world-{name}"
+        if not (root / "built").exists():  # a marker: a build that failed halfway is redone
+            shutil.rmtree(root, ignore_errors=True)
+            build_demo_project(root / "project", config, progress=False).close()
+            (root / "built").touch()
         return root / "project"
 
     return world
