@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from builders import judgment
 
-from rewardlab.schema import ProjectSettings, RecordError, utc_now
+from rewardlab.schema import Order, ProjectSettings, RecordError, utc_now
 from rewardlab.store import NotAProjectError, Store, StoreError
 from rewardlab.store.migrations import SCHEMA_VERSION, SchemaTooNewError
 from rewardlab.store.transaction import retry_conflicts
@@ -69,7 +69,7 @@ def test_submit_is_idempotent_on_the_client_id(filled: Store):
     [
         ({"rationale": "other words"}, ["rationale"]),
         ({"listened": {"a.wav": 0.5}}, ["listened"]),
-        ({"shown_order": "reference_first"}, ["shown_order"]),
+        ({"shown_order": Order.REFERENCE_FIRST}, ["shown_order"]),
         ({"annotator_id": "ann-2", "level": 0}, ["annotator_id", "level"]),
         ({"created_at": utc_now(), "time_spent_s": 99.0}, []),
     ],

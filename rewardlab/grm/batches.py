@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from rewardlab.grm.encoding import PromptEncoder, collate_full
+from rewardlab.grm.encoding import EncodedPrompt, PromptEncoder, collate_full
 from rewardlab.grm.examples import GRMExample
 from rewardlab.grm.judge_format import swap_response_labels
 from rewardlab.grm.schedule import GRMSchedule
@@ -148,6 +148,9 @@ class GRMCollator:
     Its random choices are seeded by (seed, step, task, order), not drawn from a running
     generator, so a resumed run draws exactly what the uninterrupted run would have; what
     depends on the step (fixed-order share, history warm-up) comes from the schedule.
+
+    Each distinct prompt is rendered and tokenized once: a run sees every example in a few
+    forms only (order x critique or not x history cut or not), and encoding is deterministic.
     """
 
     def __init__(
@@ -155,6 +158,19 @@ class GRMCollator:
     ):
         self.encoder, self.critique_share, self.seed = encoder, critique_share, seed
         self.schedule = schedule
+        # keyed by the example object: examples live as long as the run, and two examples
+        # of one task (other labels) may render alike but need not
+        self._encoded: dict[tuple[int, Order, str | None, int | None], EncodedPrompt] = {}
+
+    def encode(
+        self, example: GRMExample, order: Order, critique: str | None, last_turns: int | None
+    ) -> EncodedPrompt:
+        key = (id(example), order, critique, last_turns)
+        if key not in self._encoded:
+            self._encoded[key] = self.encoder.encode(
+                example.item, order, critique=critique, last_turns=last_turns
+            )
+        return self._encoded[key]
 
     def __call__(self, rows: list[Row]) -> dict[str, torch.Tensor]:
         # one step per batch (accelerate may complete a short last batch with first rows)
@@ -169,9 +185,7 @@ class GRMCollator:
             critique = example.critique if rng.random() < self.critique_share else None
             if critique is not None and order == Order.REFERENCE_FIRST:
                 critique = swap_response_labels(critique)
-            prompts.append(
-                self.encoder.encode(example.item, order, critique=critique, last_turns=last_turns)
-            )
+            prompts.append(self.encode(example, order, critique, last_turns))
             targets.append(shown_target(example.target, order))
         batch = collate_full(prompts, self.encoder.tokenizer.pad_token_id)
         batch["target"] = torch.from_numpy(np.stack(targets)).float()  # (B, 2K+1)
