@@ -157,9 +157,21 @@ class AnnotationService:
 
     # ---- what the annotator does -----------------------------------------------------------
 
-    def save_draft(self, annotator_id: str, task_id: str, draft: Any) -> bool:
-        """Keep the unfinished form; False when the task is no longer open (already submitted)."""
-        parsed = _parse(Draft, draft, f"draft of task {task_id!r}")
+    def save_draft(self, annotator_id: str, task_id: Any, draft: Any) -> bool:
+        """Keep the unfinished form; False when the task is no longer open (already submitted).
+
+        A draft is checked like a submit, short of completeness: its clips must be the task's
+        and its rubric scores the task's criteria on their scales.
+        """
+        record = f"draft of task {task_id!r}"
+        if not isinstance(task_id, str):
+            raise RecordError(record, "task_id", "must be a task id (text)")
+        parsed = _parse(Draft, draft, record)
+        try:
+            task = self.store.task(task_id)
+        except KeyError:
+            return False  # no such task: nothing open to keep a draft of
+        self._check_contents(parsed, task, record)
         body = parsed.model_dump(exclude_defaults=True)
         return queue.save_draft(self.store, annotator_id, task_id, body)
 
@@ -210,16 +222,7 @@ class AnnotationService:
             check_level(form.level, self.store.k)
         except ValueError as error:
             raise RecordError(record, "level", str(error)) from None
-        scored = {key: scores for key, scores in form.rubric_scores.items() if scores}
-        if scored and task.rubric_id is None:
-            raise RecordError(record, "rubric_scores", "this task has no rubric to score")
-        if scored:
-            validate_rubric_scores(self.store.rubric(task.rubric_id), scored, record)
-        dialogue = self.store.dialogue(task.dialogue_id)
-        clips = {ref.path for ref in dialogue.audio_refs()} | {r.path for r in task.audio_refs()}
-        for path in form.listened:
-            if path not in clips:
-                raise RecordError(record, f"listened.{path}", "not a clip of this task")
+        self._check_contents(form, task, record)
         if not self.store.settings.require_full_listen:
             return
         for position, side in enumerate(order.sides, 1):
@@ -232,6 +235,19 @@ class AnnotationService:
                     f"play Response {position} to the end before submitting"
                     f" ({played:.0%} played so far)",
                 )
+
+    def _check_contents(self, form: Draft, task: Task, record: str) -> None:
+        """The scores name the task's rubric criteria and the clips are the task's."""
+        scored = {key: scores for key, scores in form.rubric_scores.items() if scores}
+        if scored and task.rubric_id is None:
+            raise RecordError(record, "rubric_scores", "this task has no rubric to score")
+        if scored:
+            validate_rubric_scores(self.store.rubric(task.rubric_id), scored, record)
+        dialogue = self.store.dialogue(task.dialogue_id)
+        clips = {ref.path for ref in dialogue.audio_refs()} | {r.path for r in task.audio_refs()}
+        for path in form.listened:
+            if path not in clips:
+                raise RecordError(record, f"listened.{path}", "not a clip of this task")
 
 
 def _clip(ref: AudioRef | None) -> dict[str, Any] | None:

@@ -187,7 +187,7 @@ def test_annotators_touch_only_their_own_assignment(service: AnnotationService):
 
 def test_a_resubmit_is_acknowledged_once_and_drafts_round_trip(service: AnnotationService):
     view = service.next_task("ann-1")
-    draft = {"level": -1, "rationale": "typing…", "rubric_scores": {"response_1": {"x": 2}}}
+    draft = {"level": -1, "rationale": "typing…", "rubric_scores": {"response_1": {"pacing": 2}}}
     assert service.save_draft("ann-1", "spoken-t", draft)
     assert service.next_task("ann-1")["draft"] == draft  # what a reload shows
     form = {"task_id": "spoken-t", "judgment_id": view["judgment_id"], "level": -1}
@@ -204,6 +204,26 @@ def test_a_resubmit_is_acknowledged_once_and_drafts_round_trip(service: Annotati
     with pytest.raises(RecordError) as caught:
         service.save_draft("ann-1", "xss-t", {"unknown": 1})
     assert caught.value.field == "unknown"
+
+
+def test_a_draft_is_checked_against_its_task_like_a_submit(service: AnnotationService):
+    view = service.next_task("ann-1")
+    assert view["task_id"] == "spoken-t"
+    bad_drafts = {
+        "listened.tts/other.flac": {"listened": {"tts/other.flac": 1.0}},
+        "rubric_scores.response_1.warmth": {"rubric_scores": {"response_1": {"warmth": 3}}},
+        "rubric_scores.response_2.pacing": {"rubric_scores": {"response_2": {"pacing": 9}}},
+        "task_id": None,  # (sent as a list below)
+    }
+    for field, draft in bad_drafts.items():
+        task_id = ["spoken-t"] if draft is None else "spoken-t"
+        with pytest.raises(RecordError) as caught:
+            service.save_draft("ann-1", task_id, draft or {})
+        assert caught.value.field == field
+    with pytest.raises(RecordError, match="has no rubric to score") as caught:
+        service.save_draft("ann-2", "xss-t", {"rubric_scores": {"response_1": {"pacing": 2}}})
+    assert service.next_task("ann-1")["draft"] == {}  # nothing of them was kept
+    assert not service.save_draft("ann-1", "no-such-task", {"rationale": "x"})
 
 
 def test_rendering_escapes_everything_from_the_data(service: AnnotationService):
