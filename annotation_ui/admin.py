@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from annotation_ui import dashboard
 from annotation_ui.annotate import as_ui_errors
+from annotation_ui.guard import LoginThrottle
 from annotation_ui.service import AnnotationService, start_of_today
 from rewardlab.rubrics import LIBRARY_DIR, load_library
 from rewardlab.schema import RecordError, errors_of, level_names
@@ -61,9 +62,15 @@ DASHBOARD_PLOTS = (
 class Admin:
     """What every admin handler shares: the service, its store, the admin check."""
 
-    def __init__(self, service: AnnotationService, on_accounts_changed: Callable[[], None]):
+    def __init__(
+        self,
+        service: AnnotationService,
+        on_accounts_changed: Callable[[], None],
+        throttle: LoginThrottle | None = None,
+    ):
         self.service, self.store = service, service.store
         self.on_accounts_changed = on_accounts_changed
+        self.throttle = throttle or LoginThrottle()
 
     def require(self, request: gr.Request) -> None:
         """Refuse unless the request's user is an admin (the session gate checked it too)."""
@@ -73,10 +80,13 @@ class Admin:
 
 
 def build_admin_page(
-    service: AnnotationService, on_accounts_changed: Callable[[], None] = lambda: None
+    service: AnnotationService,
+    on_accounts_changed: Callable[[], None] = lambda: None,
+    throttle: LoginThrottle | None = None,
 ) -> gr.Blocks:
-    """The admin pages: one tab builder each, over the same `Admin`."""
-    admin = Admin(service, on_accounts_changed)
+    """The admin pages: one tab builder each, over the same `Admin`; `throttle` is the login
+    throttle of the app serving them (its delays are listed and cleared here)."""
+    admin = Admin(service, on_accounts_changed, throttle)
     title = f"{admin.store.settings.name} · rewardlab admin"
     with gr.Blocks(title=title, analytics_enabled=False) as page:
         gr.HTML(
@@ -88,6 +98,7 @@ def build_admin_page(
             dashboard_tab(admin, page)
         with gr.Tab("Annotators"):
             annotators_tab(admin, page)
+            login_delays(admin, page)
         with gr.Tab("Project"):
             project_tab(admin, page)
         with gr.Tab("Import"):
@@ -239,6 +250,34 @@ def annotators_tab(admin: Admin, page: gr.Blocks) -> None:
     change_password.click(reset_password, [who, password], [people, status, password], **PRIVATE)
     deactivate.click(activation(False), who, [people, status], **PRIVATE)
     activate.click(activation(True), who, [people, status], **PRIVATE)
+
+
+def login_delays(admin: Admin, page: gr.Blocks) -> None:
+    gr.Markdown("### Failed logins\nAddresses and names whose logins are being slowed down.")
+    delays = gr.Dataframe(interactive=False, elem_id="rl-login-delays")
+    with gr.Row():
+        who = gr.Textbox(label="Annotator id or address (empty: all)", elem_id="rl-delay-who")
+        clear = gr.Button("Clear login delays")
+    status = gr.Markdown()
+
+    def frame() -> Any:
+        columns = {"address": pl.String, "name": pl.String}
+        columns |= {"failures": pl.Int64, "wait_s": pl.Int64}
+        return pl.DataFrame(admin.throttle.describe(), schema=columns).to_pandas()
+
+    @as_ui_errors
+    def table(request: gr.Request) -> Any:
+        admin.require(request)
+        return frame()
+
+    @as_ui_errors
+    def clear_delays(name: str, request: gr.Request) -> list:
+        admin.require(request)
+        dropped = admin.throttle.clear(name.strip() or None)
+        return [frame(), f"Cleared {dropped} failure count(s)."]
+
+    page.load(table, None, delays, **PRIVATE)
+    clear.click(clear_delays, who, [delays, status], **PRIVATE)
 
 
 # ---- Project ---------------------------------------------------------------------------------

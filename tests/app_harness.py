@@ -104,13 +104,14 @@ def make_project(root: Path, n_tasks: int, *, gold: int = 0, **settings) -> Stor
 
 
 @contextmanager
-def running_app(project: Path, log: Path) -> Iterator[str]:
-    """`rewardlab serve PROJECT` on a free port; yields its URL once it answers."""
+def running_app(project: Path, log: Path, *flags: str) -> Iterator[str]:
+    """`rewardlab serve PROJECT [flags]` on a free port; yields its URL once it answers."""
     port = free_port()
+    project = str(project)
     env = os.environ | {"GRADIO_ANALYTICS_ENABLED": "False"}
     with log.open("w") as out:
         server = subprocess.Popen(
-            [sys.executable, "-m", "rewardlab.cli", "serve", str(project), "--port", str(port)],
+            [sys.executable, "-m", "rewardlab.cli", "serve", project, "--port", str(port), *flags],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,

@@ -343,3 +343,66 @@ def test_an_admin_manages_accounts_settings_gold_rubrics_flags_and_imports(
         assert store.query(
             "SELECT status FROM assignments WHERE task_id = ? AND annotator_id = 'ann-4'", (held,)
         ) == [("skipped",)]
+
+
+@pytest.fixture(scope="module")
+def other_site(tmp_path_factory, app):
+    """Pages of another origin (another port of this host) aimed at the app, served by a
+    plain HTTP server: one submits a login form with its author's credentials, one sends the
+    browser to /logout, one submits a logout form."""
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    from processes import free_port
+
+    url, _ = app
+    root = tmp_path_factory.mktemp("other-site")
+    submit = "<script>document.forms[0].submit()</script>"
+    (root / "login.html").write_text(
+        f'<form method="post" action="{url}/login"><input name="username" value="ann-2">'
+        f'<input name="password" value="{PASSWORDS["ann-2"]}"></form>{submit}'
+    )
+    (root / "logout-link.html").write_text(f'<script>location = "{url}/logout"</script>')
+    (root / "logout-form.html").write_text(
+        f'<form method="post" action="{url}/logout"></form>{submit}'
+    )
+    handler = partial(SimpleHTTPRequestHandler, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_another_sites_page_can_neither_log_you_in_nor_out(app, context, other_site):
+    url, _ = app
+    page = context.new_page()
+    session = "rewardlab_session_"
+
+    def logged_in() -> bool:
+        return context.request.get(f"{url}/gradio_api/info").status == 200
+
+    with page.expect_response(f"{url}/login") as login_csrf:
+        page.goto(f"{other_site}/login.html")
+    assert login_csrf.value.status == 403
+    assert not [c for c in context.cookies() if c["name"].startswith(session)]
+    assert not logged_in()
+
+    log_in(page, url, "ann-1")
+    shown_task(page)
+    assert logged_in()
+    page.goto(f"{other_site}/logout-link.html")
+    expect(page.get_by_role("button", name="Log out")).to_be_visible()  # only the button
+    assert logged_in()
+    with page.expect_response(f"{url}/logout") as logout_csrf:
+        page.goto(f"{other_site}/logout-form.html")
+    assert logout_csrf.value.status == 403
+    assert logged_in()
+    assert [c for c in context.cookies() if c["name"].startswith(session)]
+
+    page.goto(url)  # the page's own link, then its button, do log out
+    shown_task(page)
+    page.get_by_role("link", name="Log out").click()
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_url("**/login**")
+    assert not logged_in()
