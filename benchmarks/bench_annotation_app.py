@@ -18,7 +18,10 @@ on fresh copies of the project, in the same run:
 - in-process: the app's handlers (`AnnotationService`) called from as many threads, no HTTP;
   the ratio prices HTTP, Gradio's queue and the session checks;
 - direct: the same judgments through `Store.submit_judgment`, one call after another: the
-  store's own write path, without the queue's checks.
+  store's own write path, without the queue's checks;
+- with ``--baseline-ref REF`` (a commit, a branch): the app as it is at REF, served from a
+  temporary git worktree of it, on its own copy of the project, by the same clients: what a
+  change to the app costs, measured in one run.
 
 It ends by checking the app's store: every acknowledged judgment stored exactly once, nothing
 stored that was not acknowledged, every ordinary task judged by exactly k annotators (never
@@ -80,6 +83,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=3, help="annotators per task")
     parser.add_argument("--gold-share", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--baseline-ref", help="also serve the app as it is at this git ref, for comparison"
+    )
     return parser.parse_args()
 
 
@@ -95,7 +101,7 @@ def build(root: Path, args: argparse.Namespace) -> tuple[Path, list[str]]:
     with build_demo_project(root / "app", config, progress=False, annotate=False) as store:
         for name in names:
             add_account(store, name, PASSWORD)
-    for copy in ("in-process", "direct"):
+    for copy in ("in-process", "direct", "baseline"):
         shutil.copytree(root / "app", root / copy)
     return root / "app", names
 
@@ -106,11 +112,19 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(project: Path, log: Path) -> tuple[subprocess.Popen, str]:
+def start_server(
+    project: Path, log: Path, source: Path | None = None
+) -> tuple[subprocess.Popen, str]:
+    """`rewardlab serve` of this checkout, or of the checkout at `source` (its packages go
+    first on the path: the installed rewardlab's editable finder comes after it)."""
     port = free_port()
     command = [sys.executable, "-m", "rewardlab.cli", "serve", str(project), "--port", str(port)]
     env = os.environ | {"GRADIO_ANALYTICS_ENABLED": "False"}
-    server = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
+    server = subprocess.Popen(
+        command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=source
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -219,13 +233,28 @@ async def run_app_clients(url: str, names: list[str]) -> Run:
     return run
 
 
-def run_app(project: Path, names: list[str], log: Path) -> Run:
-    server, url = start_server(project, log)
+def run_app(project: Path, names: list[str], log: Path, source: Path | None = None) -> Run:
+    server, url = start_server(project, log, source)
     try:
-        return asyncio.run(run_app_clients(url, names))
+        run = asyncio.run(run_app_clients(url, names))
     finally:
         server.terminate()
         server.wait(timeout=30)
+    if source is not None:
+        run.name = f"app at {source.name}"
+    return run
+
+
+def run_baseline(project: Path, names: list[str], ref: str, root: Path) -> Run:
+    """The app as it is at git `ref`, from a temporary worktree of this repository."""
+    repo = Path(__file__).resolve().parents[1]
+    source = root / ref.replace("/", "-")
+    git = ["git", "-C", str(repo), "worktree"]
+    subprocess.run([*git, "add", "--detach", str(source), ref], check=True, capture_output=True)
+    try:
+        return run_app(project, names, root / "baseline-server.log", source)
+    finally:
+        subprocess.run([*git, "remove", "--force", str(source)], check=True)
 
 
 def run_in_process(project: Path, names: list[str]) -> Run:
@@ -300,6 +329,9 @@ def main() -> None:
         print(f"building a demo project: {args.tasks} tasks, {args.annotators} accounts")
         project, names = build(root, args)
         app = run_app(project, names, root / "server.log")
+        baseline = None
+        if args.baseline_ref:
+            baseline = run_baseline(root / "baseline", names, args.baseline_ref, root)
         in_process = run_in_process(root / "in-process", names)
         with Store(project) as store:
             judgments = store.judgments()
@@ -316,11 +348,16 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
-    for run in (app, in_process, direct):
+    for run in (app, *([baseline] if baseline else []), in_process, direct):
         print(
             f"{run.name:<30}{len(run.acknowledged):>10}{run.wall_s:>8.2f}{run.tasks_per_s:>9.1f}"
             f"{run.percentile(50):>8.2f}{run.percentile(95):>8.2f}{max(run.submit_ms):>8.2f}"
             f"{run.refused:>8}"
+        )
+    if baseline:
+        print(
+            f"\napp / {baseline.name}: {app.tasks_per_s / baseline.tasks_per_s:.2f}x tasks/s,"
+            f" p95 submit {app.percentile(95) / baseline.percentile(95):.2f}x"
         )
     print(
         f"\napp / in-process: {app.tasks_per_s / in_process.tasks_per_s:.2f}x tasks/s,"
