@@ -256,6 +256,9 @@ def test_an_admin_manages_accounts_settings_gold_rubrics_flags_and_imports(
     ann = Client(url, auth=("ann-4", PASSWORDS["ann-4"]), verbose=False, analytics_enabled=False)
     held = ann.predict(api_name="/next_task")["task_id"]
     ann.predict(held, "the clip is silent", api_name="/flag")  # ann-4 flags the task it holds
+    guesser = httpx.Client(base_url=url, transport=httpx.HTTPTransport(local_address="127.0.0.7"))
+    for _ in range(6):  # past the free failures: this address now waits to try ann-2 again
+        assert guesser.post("/login", data={"username": "ann-2", "password": "x"}).is_error
     page = context.new_page()
     log_in(page, url, "admin", start="/admin/")
     page.get_by_text("the clip is silent").first.wait_for(state="attached", timeout=30_000)
@@ -274,6 +277,13 @@ def test_an_admin_manages_accounts_settings_gold_rubrics_flags_and_imports(
     page.locator("#rl-who").get_by_role("textbox").fill("ann-3")
     page.get_by_role("button", name="Deactivate").click()
     page.get_by_text("'ann-3' is deactivated").wait_for(timeout=30_000)
+    expect(page.locator("#rl-login-delays")).to_contain_text("127.0.0.7")
+    page.locator("#rl-delay-who").get_by_role("textbox").fill("127.0.0.7")
+    page.get_by_role("button", name="Clear login delays").click()
+    page.get_by_text("Cleared 2 failure count(s).").wait_for(timeout=30_000)
+    right = {"username": "ann-2", "password": PASSWORDS["ann-2"]}
+    assert guesser.post("/login", data=right).status_code == 200  # at once: the delay is gone
+    guesser.close()
 
     page.get_by_role("tab", name="Project").click()
     goal = page.get_by_label("Daily goal per annotator")
