@@ -2,6 +2,7 @@
 
 rewardlab init PROJECT [--k 3]                        create an empty project
 rewardlab import PROJECT --dialogues D --tasks T      validate, then import all or nothing
+rewardlab import PROJECT --judgments J                judgments (JSONL or Parquet), the same way
 rewardlab export PROJECT --format parquet --out F     judgments with their tasks
 """
 
@@ -30,22 +31,44 @@ def run_init(args: argparse.Namespace) -> None:
 
 
 def run_import(args: argparse.Namespace) -> int:
+    """Records first, then judgments (which may name the tasks just imported); each part is
+    all or nothing, and judgments are not tried when the records failed."""
     from rewardlab.rubrics import LIBRARY_DIR
     from rewardlab.store import Store
-    from rewardlab.store.importer import import_jsonl
+    from rewardlab.store.importer import ImportRejected, import_jsonl
+    from rewardlab.store.judgment_import import JudgmentImportRejected, import_judgments
 
+    if not (args.dialogues or args.tasks or args.judgments):
+        raise SystemExit("rewardlab import: give --dialogues, --tasks and/or --judgments")
     with Store(Path(args.project)) as store:
-        report = import_jsonl(
-            store,
-            dialogues=args.dialogues,
-            tasks=args.tasks,
-            media_dir=args.media,
-            rubric_dir=args.rubrics or LIBRARY_DIR,
-            dry_run=args.dry_run,
-            progress=True,
-        )
-    print(report.summary())
-    return 0 if report.ok else 1
+        try:
+            if args.dialogues or args.tasks:
+                report = import_jsonl(
+                    store,
+                    dialogues=args.dialogues,
+                    tasks=args.tasks,
+                    media_dir=args.media,
+                    rubric_dir=args.rubrics or LIBRARY_DIR,
+                    dry_run=args.dry_run,
+                    progress=True,
+                )
+                print(report.summary())
+                if not report.ok:
+                    return 1
+            if args.judgments:
+                judged = import_judgments(
+                    store,
+                    args.judgments,
+                    annotator_role=args.annotator_role,
+                    dry_run=args.dry_run,
+                    progress=True,
+                )
+                print(judged.summary())
+                return 0 if judged.ok else 1
+        except (ImportRejected, JudgmentImportRejected) as rejected:
+            print(rejected.report.summary())
+            return 1
+    return 0
 
 
 def run_export(args: argparse.Namespace) -> None:
@@ -69,10 +92,23 @@ def add_parsers(verbs: Verbs) -> None:
     init.add_argument("--require-full-listen", action="store_true", help="play clips to the end")
     init.set_defaults(run=run_init)
 
-    imp = verbs.add_parser("import", help="import dialogues and tasks from JSONL (+ audio)")
+    imp = verbs.add_parser(
+        "import", help="import dialogues and tasks from JSONL (+ audio), and judgments"
+    )
     imp.add_argument("project")
     imp.add_argument("--dialogues", type=Path, help="dialogues.jsonl")
     imp.add_argument("--tasks", type=Path, help="tasks.jsonl")
+    imp.add_argument(
+        "--judgments",
+        type=Path,
+        help="judgments .jsonl or .parquet (the data model's fields, or an export's rows)",
+    )
+    imp.add_argument(
+        "--annotator-role",
+        default="annotator",
+        choices=["annotator", "admin", "simulated"],
+        help="role of annotators first seen in --judgments (default annotator; no password)",
+    )
     imp.add_argument(
         "--media", type=Path, help="folder audio paths are relative to (default: the JSONL's)"
     )

@@ -38,7 +38,6 @@ from rewardlab.store.transaction import SubmitResult, Transaction, now_text
 
 DB_NAME = "project.sqlite"
 MEDIA_DIR = "media"
-ANNOTATOR_ROLES = ("annotator", "admin", "simulated")
 
 
 class StoreError(ValueError):
@@ -144,18 +143,10 @@ class Store:
         role: str = "annotator",
         password_hash: str | None = None,
     ) -> None:
-        if role not in ANNOTATOR_ROLES:
-            raise StoreError(
-                f"annotator {annotator_id!r}: role {role!r} is not one of {ANNOTATOR_ROLES}"
-            )
         with self.transaction() as tx:
-            if tx.execute("SELECT 1 FROM annotators WHERE id = ?", (annotator_id,)).fetchone():
+            if tx.has_annotator(annotator_id):
                 raise StoreError(f"annotator {annotator_id!r} already exists")
-            tx.execute(
-                "INSERT INTO annotators (id, display_name, role, password_hash, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (annotator_id, display_name or annotator_id, role, password_hash, now_text()),
-            )
+            tx.add_annotator(annotator_id, display_name, role=role, password_hash=password_hash)
 
     def add_records(
         self,

@@ -25,6 +25,8 @@ from typing import Any, NamedTuple
 from rewardlab.rubrics import validate_rubric_scores
 from rewardlab.schema import Dialogue, Judgment, RecordError, Rubric, Task, check_level, utc_now
 
+ANNOTATOR_ROLES = ("annotator", "admin", "simulated")
+
 CLOCK_FIELDS = frozenset({"created_at", "time_spent_s"})
 
 
@@ -142,6 +144,30 @@ class Transaction:
         self.execute(
             "UPDATE tasks SET rubric_id = ?, gold = ?, body = ? WHERE id = ?",
             (task.rubric_id, int(task.gold), task.model_dump_json(), task.id),
+        )
+
+    # ---- annotators ------------------------------------------------------------------------
+
+    def has_annotator(self, annotator_id: str) -> bool:
+        found = self.execute("SELECT 1 FROM annotators WHERE id = ?", (annotator_id,))
+        return found.fetchone() is not None
+
+    def add_annotator(
+        self,
+        annotator_id: str,
+        display_name: str | None = None,
+        *,
+        role: str = "annotator",
+        password_hash: str | None = None,
+    ) -> None:
+        """A new account (without a password hash it cannot log in)."""
+        if role not in ANNOTATOR_ROLES:
+            message = f"{role!r} is not one of {ANNOTATOR_ROLES}"
+            raise RecordError(f"annotator {annotator_id!r}", "role", message)
+        self.execute(
+            "INSERT INTO annotators (id, display_name, role, password_hash, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (annotator_id, display_name or annotator_id, role, password_hash, now_text()),
         )
 
     # ---- judgments -------------------------------------------------------------------------
