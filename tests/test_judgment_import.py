@@ -125,5 +125,5 @@ def test_the_cli_imports_parquet_checks_k_and_creates_annotators(demo_world, tmp
     rows[1] |= {"id": "v-3", "annotator_id": "vendor-3", "level": k + 1}
     write_jsonl(tmp_path / "late.jsonl", rows)
     assert main(["import", str(project), "--judgments", str(tmp_path / "late.jsonl")]) == 1
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr().err
     assert "1 bad rows of 2; nothing was imported" in printed and "level" in printed

@@ -169,8 +169,10 @@ def test_reads_return_validated_models(filled: Store):
     assert [a["id"] for a in filled.annotators()] == ["ann-1", "ann-2"]
     with pytest.raises(StoreError, match="already exists"):
         filled.add_annotator("ann-1")
-    with pytest.raises(StoreError, match="role"):
+    with pytest.raises(RecordError, match="not one of") as caught:
         filled.add_annotator("x", role="boss")
+    assert (caught.value.record, caught.value.field) == ("annotator 'x'", "role")
+    assert "x" not in [a["id"] for a in filled.annotators()]
 
 
 def test_concurrent_openers_migrate_once(tmp_path: Path):

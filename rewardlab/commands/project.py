@@ -35,39 +35,37 @@ def run_import(args: argparse.Namespace) -> int:
     all or nothing, and judgments are not tried when the records failed."""
     from rewardlab.rubrics import LIBRARY_DIR
     from rewardlab.store import Store
-    from rewardlab.store.importer import ImportRejected, import_jsonl
-    from rewardlab.store.judgment_import import JudgmentImportRejected, import_judgments
+    from rewardlab.store.importer import import_jsonl
+    from rewardlab.store.judgment_import import import_judgments
 
     if not (args.dialogues or args.tasks or args.judgments):
         raise SystemExit("rewardlab import: give --dialogues, --tasks and/or --judgments")
+    # a refused part raises (ImportRejected, JudgmentImportRejected): the CLI prints its
+    # report, every bad record named, and exits 1
     with Store(Path(args.project)) as store:
-        try:
-            if args.dialogues or args.tasks:
-                report = import_jsonl(
-                    store,
-                    dialogues=args.dialogues,
-                    tasks=args.tasks,
-                    media_dir=args.media,
-                    rubric_dir=args.rubrics or LIBRARY_DIR,
-                    dry_run=args.dry_run,
-                    progress=True,
-                )
-                print(report.summary())
-                if not report.ok:
-                    return 1
-            if args.judgments:
-                judged = import_judgments(
-                    store,
-                    args.judgments,
-                    annotator_role=args.annotator_role,
-                    dry_run=args.dry_run,
-                    progress=True,
-                )
-                print(judged.summary())
-                return 0 if judged.ok else 1
-        except (ImportRejected, JudgmentImportRejected) as rejected:
-            print(rejected.report.summary())
-            return 1
+        if args.dialogues or args.tasks:
+            report = import_jsonl(
+                store,
+                dialogues=args.dialogues,
+                tasks=args.tasks,
+                media_dir=args.media,
+                rubric_dir=args.rubrics or LIBRARY_DIR,
+                dry_run=args.dry_run,
+                progress=True,
+            )
+            print(report.summary())
+            if not report.ok:
+                return 1
+        if args.judgments:
+            judged = import_judgments(
+                store,
+                args.judgments,
+                annotator_role=args.annotator_role,
+                dry_run=args.dry_run,
+                progress=True,
+            )
+            print(judged.summary())
+            return 0 if judged.ok else 1
     return 0
 
 
