@@ -153,3 +153,49 @@ def test_per_annotator_by_hand():
     assert rows["y"]["mean_abs_gap"] == pytest.approx(1.75) and rows["y"]["gold_accuracy"] == 0.0
     assert rows["z"]["first_shown_wins"] == 0.0 and rows["z"]["mean_abs_gap"] == pytest.approx(2.0)
     assert rows["z"]["gold_accuracy"] is None
+
+
+def test_trl_preference_export_trains_trls_reward_trainer_as_it_stands(demo_world, tmp_path):
+    """`export --format trl-preference` is loaded by `datasets` and trained on by TRL's
+    RewardTrainer (a tiny text model, 2 steps) with no conversion code in between."""
+    from transformers import AutoTokenizer
+    from trl import RewardConfig, RewardTrainer
+
+    from datasets import load_dataset
+    from rewardlab.cli import main
+    from rewardlab.grm.tiny import build_tiny_backbone
+
+    world = demo_world(n=12, seed=3)
+    out = tmp_path / "prefs.parquet"
+    assert main(["export", str(world), "--format", "trl-preference", "--out", str(out)]) == 0
+    with Store(world) as store:
+        judged = {j.id: j for j in store.judgments()}
+        tasks = {t.id: t for t in store.tasks()}
+    rows = pl.read_parquet(out).to_dicts()
+    assert len(rows) == sum(j.level != 0 for j in judged.values()) > 10  # ties left out
+    for row in rows:
+        judgment, task = judged[row["judgment_id"]], tasks[row["task_id"]]
+        winner, loser = (task.policy, task.reference) if judgment.level > 0 else (
+            task.reference, task.policy)  # fmt: skip
+        assert row["chosen"] == [{"role": "assistant", "content": winner.text}]
+        assert row["rejected"] == [{"role": "assistant", "content": loser.text}]
+        assert row["margin"] == abs(judgment.level)
+        assert row["prompt"][-1]["role"] == "user" and len(row["prompt"]) == task.turn_index + 1
+        assert row["chosen_audio"] == (winner.audio.path if winner.audio else None)
+    assert any(path for row in rows for path in row["prompt_audio"])
+
+    texts = [m["content"] for row in rows for m in row["prompt"] + row["chosen"] + row["rejected"]]
+    model_dir = build_tiny_backbone(tmp_path / "tiny", texts, audio=False)
+    dataset = load_dataset("parquet", data_files=str(out), split="train")
+    trainer = RewardTrainer(
+        model=str(model_dir),
+        args=RewardConfig(output_dir=str(tmp_path / "rm"), max_steps=2, report_to=[],
+                          per_device_train_batch_size=4, use_cpu=True, save_strategy="no",
+                          logging_steps=1),
+        train_dataset=dataset,
+        processing_class=AutoTokenizer.from_pretrained(model_dir),
+    )  # fmt: skip
+    trainer.train()
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    assert trainer.state.global_step == 2 and len(losses) == 2
+    assert all(0 < loss < 20 for loss in losses), losses

@@ -71,12 +71,26 @@ def run_import(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> None:
     from rewardlab.store import Store
-    from rewardlab.store.export import export_hf, export_jsonl, export_parquet
+    from rewardlab.store.export import (
+        export_hf,
+        export_jsonl,
+        export_parquet,
+        export_trl_preference,
+    )
 
-    exporter = {"parquet": export_parquet, "jsonl": export_jsonl, "hf": export_hf}[args.format]
+    exporter = {
+        "parquet": export_parquet,
+        "jsonl": export_jsonl,
+        "hf": export_hf,
+        "trl-preference": export_trl_preference,
+    }[args.format]
     with Store(Path(args.project)) as store:
         path = exporter(store, Path(args.out))
-        print(f"exported {store.count('judgments')} judgments to {path}")
+        if args.format == "trl-preference":
+            ((pairs,),) = store.query("SELECT COUNT(*) FROM judgments WHERE level != 0")
+            print(f"exported {pairs} preference pairs (ties left out) to {path}")
+        else:
+            print(f"exported {store.count('judgments')} judgments to {path}")
 
 
 def add_parsers(verbs: Verbs) -> None:
@@ -118,6 +132,12 @@ def add_parsers(verbs: Verbs) -> None:
 
     exp = verbs.add_parser("export", help="export judgments with their tasks")
     exp.add_argument("project")
-    exp.add_argument("--format", choices=["parquet", "jsonl", "hf"], default="parquet")
+    exp.add_argument(
+        "--format",
+        choices=["parquet", "jsonl", "hf", "trl-preference"],
+        default="parquet",
+        help="trl-preference: prompt/chosen/rejected/margin for TRL's RewardTrainer and"
+        " DPOTrainer (ties left out; .parquet or .jsonl by the --out suffix)",
+    )
     exp.add_argument("--out", required=True, help="output file (a folder for --format hf)")
     exp.set_defaults(run=run_export)

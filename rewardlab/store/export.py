@@ -1,6 +1,7 @@
 """Export a project's judgments, one row per judgment with its task, via polars.
 
     rewardlab export PROJECT --format parquet|jsonl|hf --out PATH
+    rewardlab export PROJECT --format trl-preference --out prefs.parquet   (TRL's reward / DPO)
 
 Every row carries the judgment (level in canonical policy-vs-reference order, the order the
 annotator saw, rubric scores, rationale, listening), the task (both candidates, rubric, gold
@@ -200,6 +201,67 @@ def to_hf_dataset(store: Store):
 def export_hf(store: Store, path: Path) -> Path:
     dataset = to_hf_dataset(store)
     return _write_atomically(path, lambda staged: dataset.save_to_disk(str(staged)))
+
+
+def preference_frame(store: Store) -> pl.DataFrame:
+    """One row per judgment that prefers a response, in TRL's conversational preference form.
+
+    ``prompt``: the dialogue up to the task's turn as chat messages (text; an audio turn
+    without a transcript has empty content); ``chosen`` / ``rejected``: the preferred and the
+    other response as one assistant message each; ``margin``: ``|level|`` (TRL's
+    ``RewardTrainer`` adds it inside the Bradley-Terry loss). Ties (level 0) are left out.
+    The clips stay beside the text: ``prompt_audio`` (one media path or null per prompt
+    message), ``chosen_audio``, ``rejected_audio``, and the judgment's ids and level.
+    """
+    frame = judgments_frame(store).filter(pl.col("level") != 0)
+    policy_wins = pl.col("level") > 0
+
+    def side(prefer_policy: bool, column: str) -> pl.Expr:
+        first, second = ("policy", "reference") if prefer_policy else ("reference", "policy")
+        return (
+            pl.when(policy_wins)
+            .then(pl.col(f"{first}_{column}"))
+            .otherwise(pl.col(f"{second}_{column}"))
+        )
+
+    def message(text: pl.Expr) -> pl.Expr:
+        return pl.concat_list(
+            pl.struct(pl.lit("assistant").alias("role"), text.fill_null("").alias("content"))
+        )
+
+    prompts = [_messages(history) for history in frame["history"]]
+    return frame.select(
+        pl.Series("prompt", [m for m, _ in prompts], dtype=MESSAGES),
+        message(side(True, "text")).alias("chosen"),
+        message(side(False, "text")).alias("rejected"),
+        pl.col("level").abs().cast(pl.Float64).alias("margin"),
+        pl.Series("prompt_audio", [a for _, a in prompts], dtype=pl.List(pl.String)),
+        side(True, "audio").alias("chosen_audio"),
+        side(False, "audio").alias("rejected_audio"),
+        "judgment_id",
+        "task_id",
+        "annotator_id",
+        "level",
+        "rubric_id",
+    )
+
+
+MESSAGES = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))
+
+
+def _messages(history_json: str) -> tuple[list[dict], list[str | None]]:
+    turns = json.loads(history_json)
+    messages = [{"role": t["role"], "content": t["text"] or ""} for t in turns]
+    return messages, [t["audio"]["path"] if t["audio"] else None for t in turns]
+
+
+def export_trl_preference(store: Store, path: Path) -> Path:
+    """`preference_frame` as Parquet (``.parquet``) or JSON lines (anything else); either
+    loads with ``datasets.load_dataset`` for TRL's ``RewardTrainer`` and ``DPOTrainer``."""
+    frame = preference_frame(store)
+    if Path(path).suffix == ".parquet":
+        return _write_atomically(path, lambda staged: frame.write_parquet(staged))
+    return _write_atomically(path, lambda staged: frame.write_ndjson(staged))
 
 
 def read_judgments(path: Path) -> list[Judgment]:
