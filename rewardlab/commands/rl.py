@@ -2,6 +2,7 @@
 
     rewardlab tiny-policy --project P --out DIR           a tiny audio policy, warm-started
     rewardlab ppo --config training/ppo_demo.yaml         PPO of a policy against a GRM
+    rewardlab sample --policy CKPT --project P --out T    its replies as tasks, for annotation
 
 `ppo` passes every other `--field value` flag on to `AudioPPOConfig` (see `parse_config`).
 """
@@ -49,7 +50,44 @@ def run_ppo(args: argparse.Namespace) -> None:
         )
 
 
+def run_sample(args: argparse.Namespace) -> None:
+    from rewardlab.rl.sampling import SampleSettings, sample_tasks
+
+    settings = SampleSettings(
+        n_per_prompt=args.n_per_prompt,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        round=args.round,
+        limit=args.limit,
+    )
+    report = sample_tasks(args.policy, args.project, args.out, settings)
+    print(report.summary(args.out))
+    print(f"import them with: rewardlab import {args.project} --tasks {args.out}")
+
+
+def add_sample_parser(verbs: Verbs) -> None:
+    sample = verbs.add_parser(
+        "sample", help="a policy's replies to a project's prompts, as tasks to annotate"
+    )
+    sample.add_argument("--policy", required=True, type=Path, help="a policy checkpoint folder")
+    add_project(sample, "dialogues, turns and references")
+    sample.add_argument("--out", required=True, type=Path, help="tasks .jsonl (appended: resumes)")
+    sample.add_argument("--n-per-prompt", type=int, default=1, help="replies per prompt (1)")
+    sample.add_argument("--temperature", type=float, default=1.0)
+    sample.add_argument("--top-k", type=int, default=0, help="sample among the top k; 0: all")
+    sample.add_argument("--max-new-tokens", type=int, default=48)
+    sample.add_argument("--batch-size", type=int, default=8, help="prompts per batch (8)")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--round", type=int, default=2, help="annotation round, in metadata (2)")
+    sample.add_argument("--limit", type=int, help="the first N prompts only")
+    sample.set_defaults(run=run_sample)
+
+
 def add_parsers(verbs: Verbs) -> None:
+    add_sample_parser(verbs)
     policy = verbs.add_parser(
         "tiny-policy", help="a tiny audio policy for a project, warm-started on its replies"
     )
