@@ -2,7 +2,9 @@
 
     rewardlab init PROJECT [--k 3]                        create an empty project
     rewardlab import PROJECT --dialogues D --tasks T      validate, then import all or nothing
-    rewardlab export PROJECT --format parquet --out F     judgments with their tasks
+    rewardlab import PROJECT --judgments J                judgments made elsewhere, the same way
+    rewardlab export PROJECT --format parquet --out F     judgments with their tasks (or hf,
+                                                          jsonl, trl-preference)
     rewardlab stats PROJECT                               volume, agreement, bias, gold
     rewardlab demo-data --out DIR --n 240                 the demo world, judged
     rewardlab tiny-grm --project P --out DIR              a random-init tiny GRM backbone
@@ -12,6 +14,7 @@
     rewardlab evaluate --grm CKPT --project P --out DIR   report.html + metrics.json
     rewardlab tiny-policy --project P --out DIR           a tiny audio policy, warm-started
     rewardlab ppo --config training/ppo_demo.yaml         PPO of a policy against a GRM
+    rewardlab sample --policy CKPT --project P --out T    a policy's replies as tasks to judge
     rewardlab argilla push PROJECT                        tasks to Argilla (ARGILLA_API_URL/KEY)
     rewardlab argilla pull PROJECT                        submitted Argilla responses as judgments
     rewardlab add-annotator PROJECT ID [--admin]          a login account for the web app

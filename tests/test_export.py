@@ -18,9 +18,9 @@ from rewardlab.store.export import (
     export_jsonl,
     export_parquet,
     judgments_frame,
-    read_judgments,
     to_hf_dataset,
 )
+from rewardlab.store.judgment_import import read_judgments
 
 
 @pytest.fixture

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import polars as pl
 
-from rewardlab.schema import Judgment
 from rewardlab.store.store import Store
 
 JUDGMENT_FIELDS = {
@@ -262,19 +261,3 @@ def export_trl_preference(store: Store, path: Path) -> Path:
     if Path(path).suffix == ".parquet":
         return _write_atomically(path, lambda staged: frame.write_parquet(staged))
     return _write_atomically(path, lambda staged: frame.write_ndjson(staged))
-
-
-def read_judgments(path: Path) -> list[Judgment]:
-    """Judgments back from a Parquet or JSONL export (the inverse of the exporters)."""
-    path = Path(path)
-    frame = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_ndjson(path)
-    if frame.height and frame.schema["created_at"] == pl.String:
-        frame = frame.with_columns(pl.col("created_at").str.to_datetime(time_zone="UTC"))
-    k = int(frame["k"][0]) if frame.height else None
-    judgments = []
-    for row in frame.select(JUDGMENT_FIELDS.values()).iter_rows(named=True):
-        data = {key: row[column] for key, column in JUDGMENT_FIELDS.items()}
-        for key in JSON_COLUMNS:
-            data[key] = json.loads(data[key])
-        judgments.append(Judgment.model_validate(data, context={"k": k}))
-    return judgments

@@ -113,6 +113,17 @@ def parse_judgment(row: dict, label: str, k: int) -> Judgment:
         raise errors_of(error, label)[0] from None
 
 
+def read_judgments(path: Path) -> list[Judgment]:
+    """The judgments of an export (Parquet or JSONL), checked against the K the file carries;
+    the first bad row raises its RecordError."""
+    judgments = []
+    for label, row in read_rows(path):
+        if isinstance(row, RecordError):
+            raise row
+        judgments.append(parse_judgment(row, label, row.get("k")))
+    return judgments
+
+
 def import_judgments(
     store: Store,
     path: Path,
