@@ -79,6 +79,8 @@ bench: setup
 	$(PY) benchmarks/bench_grm_scoring.py
 	$(PY) benchmarks/bench_ppo.py
 	$(PY) benchmarks/bench_annotation_app.py
+	$(PY) benchmarks/bench_judgment_import.py
+	$(PY) benchmarks/bench_hf_import.py
 
 setup: system $(STAMP)
 

@@ -3,6 +3,7 @@
     rewardlab init PROJECT [--k 3]                        create an empty project
     rewardlab import PROJECT --dialogues D --tasks T      validate, then import all or nothing
     rewardlab import PROJECT --judgments J                judgments made elsewhere, the same way
+    rewardlab import PROJECT --hf PATH [--map MAP.yaml]   an HF audio dataset, through a map
     rewardlab export PROJECT --format parquet --out F     judgments with their tasks (or hf,
                                                           jsonl, trl-preference)
     rewardlab stats PROJECT                               volume, agreement, bias, gold

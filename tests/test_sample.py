@@ -101,3 +101,18 @@ def test_an_interrupted_run_resumes_without_writing_a_task_twice(setup, tmp_path
     ids = [r["id"] for r in read(out)]
     assert len(ids) == len(set(ids)) == 2 * setup["prompts"]
     assert ids[:2] == [json.loads(line)["id"] for line in first_batch]
+
+
+def test_a_checkpoint_that_does_not_load_is_named_and_nothing_is_written(
+    demo_world, tmp_path, capsys
+):
+    project = demo_world(**WORLD)
+    not_a_policy = tmp_path / "not-a-policy"
+    not_a_policy.mkdir()
+    (not_a_policy / "config.json").write_text("{}")
+    for policy in (tmp_path / "missing", not_a_policy):
+        out = tmp_path / "tasks.jsonl"
+        args = ["sample", "--policy", str(policy), "--project", str(project), "--out", str(out)]
+        assert main(args) == 1
+        assert str(policy) in capsys.readouterr().err
+        assert not out.exists()

@@ -3,6 +3,7 @@
 rewardlab init PROJECT [--k 3]                        create an empty project
 rewardlab import PROJECT --dialogues D --tasks T      validate, then import all or nothing
 rewardlab import PROJECT --judgments J                judgments (JSONL or Parquet), the same way
+rewardlab import PROJECT --hf PATH [--map MAP.yaml]   an HF dataset (saved folder or Parquet)
 rewardlab export PROJECT --format parquet --out F     judgments with their tasks
 """
 
@@ -38,8 +39,12 @@ def run_import(args: argparse.Namespace) -> int:
     from rewardlab.store.importer import import_jsonl
     from rewardlab.store.judgment_import import import_judgments
 
+    if args.hf:
+        return run_import_hf(args)
+    if args.map or args.split:
+        raise SystemExit("rewardlab import: --map and --split go with --hf")
     if not (args.dialogues or args.tasks or args.judgments):
-        raise SystemExit("rewardlab import: give --dialogues, --tasks and/or --judgments")
+        raise SystemExit("rewardlab import: give --dialogues, --tasks and/or --judgments, or --hf")
     # a refused part raises (ImportRejected, JudgmentImportRejected): the CLI prints its
     # report, every bad record named, and exits 1
     with Store(Path(args.project)) as store:
@@ -67,6 +72,28 @@ def run_import(args: argparse.Namespace) -> int:
             print(judged.summary())
             return 0 if judged.ok else 1
     return 0
+
+
+def run_import_hf(args: argparse.Namespace) -> int:
+    from rewardlab.rubrics import LIBRARY_DIR
+    from rewardlab.store import Store
+    from rewardlab.store.hf_import import import_hf
+
+    if args.dialogues or args.tasks or args.judgments or args.media:
+        raise SystemExit("rewardlab import: --hf comes alone (its map gives every record kind)")
+    with Store(Path(args.project)) as store:
+        report = import_hf(
+            store,
+            args.hf,
+            args.map or "rewardlab",
+            split=args.split,
+            annotator_role=args.annotator_role,
+            rubric_dir=args.rubrics or LIBRARY_DIR,
+            dry_run=args.dry_run,
+            progress=True,
+        )
+        print(report.summary())
+        return 0 if report.ok else 1
 
 
 def run_export(args: argparse.Namespace) -> None:
@@ -116,10 +143,21 @@ def add_parsers(verbs: Verbs) -> None:
         help="judgments .jsonl or .parquet (the data model's fields, or an export's rows)",
     )
     imp.add_argument(
+        "--hf",
+        type=Path,
+        help="an HF dataset: a save_to_disk folder, a .parquet file or a folder of them",
+    )
+    imp.add_argument(
+        "--map",
+        help="YAML map of the --hf dataset's columns to records (default: rewardlab, the"
+        " layout of `export --format hf`)",
+    )
+    imp.add_argument("--split", help="the split of a --hf DatasetDict folder")
+    imp.add_argument(
         "--annotator-role",
         default="annotator",
         choices=["annotator", "admin", "simulated"],
-        help="role of annotators first seen in --judgments (default annotator; no password)",
+        help="role of annotators first seen in judgments (default annotator; no password)",
     )
     imp.add_argument(
         "--media", type=Path, help="folder audio paths are relative to (default: the JSONL's)"

@@ -7,10 +7,13 @@ Every row carries the judgment (level in canonical policy-vs-reference order, th
 annotator saw, rubric scores, rationale, listening), the task (both candidates, rubric, gold
 answer, metadata) and the dialogue history up to the task's turn. Nested values (rubric scores,
 listening, the history, task metadata) are JSON strings so the Parquet schema stays flat and
-stable. Audio columns hold paths relative to the project's media root. The HF dataset turns
-them into `Audio(decode=False)` columns: absolute paths in memory (`to_hf_dataset`); saved
-with `export_hf`, `datasets` embeds the clips' bytes, so the folder stands on its own. Decode
-with soundfile (``soundfile.read(io.BytesIO(clip["bytes"]))``), not datasets' torchcodec.
+stable. Audio columns hold paths relative to the project's media root. The HF dataset holds
+the whole project (`project_frame`: every judgment, then unjudged tasks and task-less
+dialogues, each row with its whole dialogue) and turns the clips into `Audio(decode=False)`
+columns: absolute paths in memory (`to_hf_dataset`); saved with `export_hf`, `datasets` embeds
+the clips' bytes, so the folder stands on its own, and ``rewardlab import --hf`` reads it back
+as it was. Decode with soundfile (``soundfile.read(io.BytesIO(clip["bytes"]))``), not
+datasets' torchcodec.
 Files are written to a temporary name and renamed, so a crash never leaves half an export.
 """
 
@@ -172,8 +175,60 @@ def export_jsonl(store: Store, path: Path) -> Path:
     return _write_atomically(path, lambda staged: frame.write_ndjson(staged))
 
 
+def dialogues_frame(store: Store) -> pl.DataFrame:
+    """One row per dialogue: its whole turns and metadata as JSON, and its clips in turn order."""
+    records = []
+    for rows in store.snapshot("SELECT id, body FROM dialogues ORDER BY id"):
+        for dialogue_id, body in rows:
+            dialogue = json.loads(body)
+            records.append(
+                {
+                    "dialogue_id": dialogue_id,
+                    "dialogue_turns": json.dumps(dialogue["turns"]),
+                    "dialogue_metadata": json.dumps(dialogue["metadata"]),
+                    "dialogue_audio": [t["audio"]["path"] for t in dialogue["turns"] if t["audio"]],
+                }
+            )
+    return pl.DataFrame(records, schema=DIALOGUE_SCHEMA)
+
+
+DIALOGUE_SCHEMA = {
+    "dialogue_id": pl.String,
+    "dialogue_turns": pl.String,  # JSON: every turn, audio references relative to the media root
+    "dialogue_metadata": pl.String,
+    "dialogue_audio": pl.List(pl.String),
+}
+
+
+def project_frame(store: Store) -> pl.DataFrame:
+    """The whole project, one row per judgment as in `judgments_frame`, then one row per task
+    nobody has judged (judgment columns null), then one per dialogue without tasks (task
+    columns null too); every row carries its whole dialogue (`DIALOGUE_SCHEMA`) and the
+    candidates' clip paths as text (``policy_audio_path``, ``reference_audio_path``)."""
+    judged = judgments_frame(store)
+    tasks = tasks_frame(store)
+    dialogues = dialogues_frame(store)
+    unjudged = tasks.join(judged.select("task_id"), on="task_id", how="anti")
+    bare = dialogues.select("dialogue_id").join(
+        tasks.select("dialogue_id"), on="dialogue_id", how="anti"
+    )
+    frame = pl.concat([judged, unjudged, bare], how="diagonal")
+    return frame.with_columns(
+        pl.lit(store.k, dtype=pl.Int8).alias("k"),
+        pl.col("policy_audio").alias("policy_audio_path"),
+        pl.col("reference_audio").alias("reference_audio_path"),
+    ).join(dialogues, on="dialogue_id", how="left", maintain_order="left")
+
+
 def to_hf_dataset(store: Store):
-    """The judgments as a `datasets.Dataset` with `Audio(decode=False)` columns."""
+    """`project_frame` as a `datasets.Dataset` with `Audio(decode=False)` columns.
+
+    Rows of unjudged tasks and of task-less dialogues have a null ``level``: filter them out
+    to train on judgments (``dataset.filter(lambda row: row["level"] is not None)``). The
+    ``*_path`` columns and the dialogue's JSON keep each clip's path relative to the media
+    root, which `save_to_disk` would cut to its file name; ``rewardlab import --hf`` uses them
+    to put every clip back where it was.
+    """
     from datasets import Audio, Dataset, List
 
     prefix = pl.lit(f"{store.media_root.resolve()}/")
@@ -183,18 +238,20 @@ def to_hf_dataset(store: Store):
             pl.lit(None, dtype=pl.Binary).alias("bytes"), (prefix + path).alias("path")
         )
 
-    frame = judgments_frame(store).with_columns(
+    frame = project_frame(store).with_columns(
         # a candidate without audio stays null
         *[
             pl.when(pl.col(c).is_not_null()).then(clip(pl.col(c))).alias(c)
             for c in ("policy_audio", "reference_audio")
         ],
-        pl.col("history_audio").list.eval(clip(pl.element())),
+        *[pl.col(c).list.eval(clip(pl.element())) for c in ("history_audio", "dialogue_audio")],
     )
     dataset = Dataset.from_polars(frame)
     for column in ("policy_audio", "reference_audio"):
         dataset = dataset.cast_column(column, Audio(decode=False))
-    return dataset.cast_column("history_audio", List(Audio(decode=False)))
+    for column in ("history_audio", "dialogue_audio"):
+        dataset = dataset.cast_column(column, List(Audio(decode=False)))
+    return dataset
 
 
 def export_hf(store: Store, path: Path) -> Path:

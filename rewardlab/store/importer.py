@@ -6,8 +6,8 @@ One record per line, in the shape of `schema.Dialogue` / `schema.Task`. An audio
 needs only its ``path``, relative to the media folder (default: the folder of the JSONL file);
 ``sha256``, ``sample_rate`` and ``duration_s`` are filled in from the file, and checked when
 given. Every record is validated, and every clip read, before anything is written; if any
-record is bad the report lists them all and nothing is imported. Then the clips are copied
-under the project's media root and the records inserted in one transaction.
+record is bad the report lists them all and nothing is imported. Then the records are inserted
+and the clips copied under the project's media root, in one transaction.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from rewardlab.audio import AudioError, probe_audio, resolve_media_path, sha256_
 from rewardlab.rubrics import LIBRARY_DIR, load_library
 from rewardlab.schema import Dialogue, RecordError, Rubric, Task, describe_record, errors_of
 from rewardlab.store.store import Store, StoreError
+from rewardlab.store.transaction import RollBack, Transaction
 
 
 @dataclass
@@ -158,15 +160,82 @@ def import_jsonl(
     """Validate everything, then import all of it or nothing (see the module docstring)."""
     if dialogues is None and tasks is None:
         raise ValueError("give a dialogues file, a tasks file, or both")
+    records = {
+        "dialogue": read_jsonl(dialogues) if dialogues else [],
+        "task": read_jsonl(tasks) if tasks else [],
+    }
+    media = Path(media_dir or (dialogues or tasks).parent)
+    return import_records(
+        store, records, media_dir=media, rubric_dir=rubric_dir, dry_run=dry_run, progress=progress
+    )
+
+
+def import_records(
+    store: Store,
+    records: dict[str, list[tuple[str, Any]]],
+    *,
+    media_dir: Path,
+    rubric_dir: Path = LIBRARY_DIR,
+    dry_run: bool = False,
+    progress: bool = False,
+    then: Callable[[Transaction], None] | None = None,
+    move_clips: bool = False,
+) -> ImportReport:
+    """Import raw ``records["dialogue"]`` and ``records["task"]`` ((label, data or
+    RecordError) pairs, audio paths relative to `media_dir`): all of them or nothing.
+
+    `then` runs inside the same transaction once the records are in (it may raise `RollBack`
+    to leave without writing); with `then`, a dry run also goes that far and rolls back, so
+    what `then` checks against the new records is checked too. `move_clips`: the files under
+    `media_dir` are the caller's own staging copies, moved into the project, not copied.
+    """
     report = ImportReport(dry_run=dry_run)
     # A rubric already in the store wins over the library's copy: stored judgments were made
     # under it, and changing it under them would change what their scores mean.
     library = load_library(rubric_dir) | {rubric.id: rubric for rubric in store.rubrics()}
-    media = Path(media_dir or (dialogues or tasks).parent)
-    importer = _Importer(store, media, library, report)
+    importer = _Importer(store, Path(media_dir), library, report)
 
-    lines = {"dialogue": read_jsonl(dialogues) if dialogues else []}
-    lines["task"] = read_jsonl(tasks) if tasks else []
+    _validate(importer, records, progress)
+    needed = sorted({t.rubric_id for t in report.tasks if t.rubric_id is not None})
+    report.rubrics = [importer.library[rubric_id] for rubric_id in needed]
+    report.audio_files = len(importer.copies)
+    if report.errors and not dry_run:
+        raise ImportRejected(report)
+    if report.errors or (dry_run and then is None):
+        return report
+    kinds = {"rubrics": report.rubrics, "dialogues": report.dialogues, "tasks": report.tasks}
+    try:
+        with store.transaction() as tx:
+            added = {kind: sum(map(tx.add_record, batch)) for kind, batch in kinds.items()}
+            if then is not None:
+                then(tx)
+            if dry_run:
+                raise RollBack
+            # The clips go in last, inside the transaction: a failure before this point
+            # leaves no file behind, and records are never committed without their clips.
+            for relative, source_file in tqdm(
+                sorted(importer.copies.items()),
+                desc="copying audio",
+                unit="file",
+                disable=not progress,
+            ):
+                destination = resolve_media_path(store.media_root, relative)
+                if move_clips:
+                    destination.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(source_file, destination)
+                else:
+                    _copy_atomically(source_file, destination)
+    except RollBack:
+        return report
+    report.added = added
+    return report
+
+
+def _validate(importer: _Importer, records: dict[str, list], progress: bool) -> None:
+    """Validate each raw record (audio filled in from its file) into ``importer.report``:
+    the good ones into its dialogues and tasks, every problem into its errors."""
+    report = importer.report
+    lines = {"dialogue": records.get("dialogue", []), "task": records.get("task", [])}
     total = len(lines["dialogue"]) + len(lines["task"])
     bar = tqdm(total=total, desc="validating", unit="record", disable=not progress)
     seen: dict[str, set[str]] = {"dialogue": set(), "task": set()}
@@ -198,22 +267,6 @@ def import_jsonl(
             elif _check_task_links(importer, record, label, turns_of):
                 report.tasks.append(record)
     bar.close()
-
-    needed = sorted({t.rubric_id for t in report.tasks if t.rubric_id is not None})
-    report.rubrics = [importer.library[rubric_id] for rubric_id in needed]
-    report.audio_files = len(importer.copies)
-    if report.errors and not dry_run:
-        raise ImportRejected(report)
-    if report.errors or dry_run:
-        return report
-    for relative, source_file in tqdm(
-        sorted(importer.copies.items()), desc="copying audio", unit="file", disable=not progress
-    ):
-        _copy_atomically(source_file, resolve_media_path(store.media_root, relative))
-    report.added = store.add_records(
-        rubrics=report.rubrics, dialogues=report.dialogues, tasks=report.tasks
-    )
-    return report
 
 
 def _fill_record_audio(importer: _Importer, kind: str, data: dict, label: str) -> list[RecordError]:

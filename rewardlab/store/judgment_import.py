@@ -34,6 +34,7 @@ from rewardlab.schema import Judgment, RecordError, errors_of
 from rewardlab.store.export import JSON_COLUMNS, TASK_SCHEMA
 from rewardlab.store.importer import read_jsonl
 from rewardlab.store.store import Store, StoreError
+from rewardlab.store.transaction import RollBack, Transaction
 
 # columns of an export that describe the task, the dialogue or the store, not the judgment
 EXPORT_CONTEXT = (set(TASK_SCHEMA) - {"task_id"}) | {"received_at", "k"}
@@ -69,10 +70,6 @@ class JudgmentImportRejected(StoreError):
     def __init__(self, report: JudgmentImportReport):
         self.report = report
         super().__init__(report.summary())
-
-
-class _RollBack(Exception):
-    """Leaves the transaction without writing (a dry run, or bad rows)."""
 
 
 def read_rows(path: Path) -> list[tuple[str, dict | RecordError]]:
@@ -135,34 +132,47 @@ def import_judgments(
     """Check every row and store them all, or nothing (see the module docstring)."""
     report = JudgmentImportReport(dry_run=dry_run)
     rows = read_rows(path)
-    report.rows = len(rows)
-    seen: dict[str, str] = {}  # judgment id -> the row that had it first
     try:
         with store.transaction() as tx:
-            for label, row in tqdm(rows, desc="judgments", unit="row", disable=not progress):
-                try:
-                    if isinstance(row, RecordError):
-                        raise row
-                    judgment = parse_judgment(row, label, store.k)
-                    if judgment.id in seen:
-                        raise RecordError(label, "id", f"also the id of {seen[judgment.id]}")
-                    seen[judgment.id] = label
-                    if not tx.has_annotator(judgment.annotator_id):
-                        tx.add_annotator(judgment.annotator_id, role=annotator_role)
-                        report.new_annotators.append(judgment.annotator_id)
-                    created = tx.submit_judgment(judgment).created
-                except RecordError as error:
-                    report.errors.append(_relabelled(error, label))
-                    continue
-                report.created += created
-                report.unchanged += not created
+            store_judgment_rows(tx, rows, report, annotator_role=annotator_role, progress=progress)
             if report.errors or dry_run:
-                raise _RollBack
-    except _RollBack:
+                raise RollBack
+    except RollBack:
         pass
     if report.errors and not dry_run:
         raise JudgmentImportRejected(report)
     return report
+
+
+def store_judgment_rows(
+    tx: Transaction,
+    rows: list[tuple[str, dict | RecordError]],
+    report: JudgmentImportReport,
+    *,
+    annotator_role: str = "annotator",
+    progress: bool = False,
+) -> None:
+    """Check and write each row inside `tx`, counting into `report`; a bad row is added to
+    ``report.errors`` and skipped. The caller rolls `tx` back when there are errors."""
+    report.rows += len(rows)
+    seen: dict[str, str] = {}  # judgment id -> the row that had it first
+    for label, row in tqdm(rows, desc="judgments", unit="row", disable=not progress):
+        try:
+            if isinstance(row, RecordError):
+                raise row
+            judgment = parse_judgment(row, label, tx.k)
+            if judgment.id in seen:
+                raise RecordError(label, "id", f"also the id of {seen[judgment.id]}")
+            seen[judgment.id] = label
+            if not tx.has_annotator(judgment.annotator_id):
+                tx.add_annotator(judgment.annotator_id, role=annotator_role)
+                report.new_annotators.append(judgment.annotator_id)
+            created = tx.submit_judgment(judgment).created
+        except RecordError as error:
+            report.errors.append(_relabelled(error, label))
+            continue
+        report.created += created
+        report.unchanged += not created
 
 
 def _relabelled(error: RecordError, label: str) -> RecordError:

@@ -30,6 +30,11 @@ ANNOTATOR_ROLES = ("annotator", "admin", "simulated")
 CLOCK_FIELDS = frozenset({"created_at", "time_spent_s"})
 
 
+class RollBack(Exception):
+    """Raised inside ``with store.transaction()`` to leave it without writing (a dry run,
+    or a batch with bad rows); the caller catches it outside the block."""
+
+
 class SubmitResult(NamedTuple):
     judgment_id: str
     created: bool  # False: the same judgment was already stored (an idempotent retry)
