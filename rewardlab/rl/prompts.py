@@ -24,6 +24,7 @@ from transformers import ProcessorMixin
 
 from rewardlab.grm.encoding import AUDIO_TOKEN, AudioMode, ClipFeatures, audio_token_count
 from rewardlab.grm.judge_format import JudgeInputError
+from rewardlab.rl.ppo_math import response_mask
 from rewardlab.schema import THINK_END, THINK_START, Dialogue, Rubric
 
 DEFAULT_POLICY_SYSTEM = (
@@ -227,3 +228,10 @@ def collate_prompts(prompts: Sequence[EncodedPolicyPrompt], pad_id: int) -> Prom
         feature_mask=(torch.arange(frames)[None, :] < lengths[:, None]).long(),
     )
     return PromptBatch(input_ids, attention_mask, clips)
+
+
+def decode_replies(tokenizer, responses: torch.Tensor, eos_id: int, pad_id: int) -> list[str]:
+    """Sampled replies (B, R) as text: each up to its first EOS, special tokens dropped."""
+    mask = response_mask(responses, eos_id, pad_id)
+    kept = torch.where(mask, responses, torch.full_like(responses, pad_id))
+    return tokenizer.batch_decode(kept, skip_special_tokens=True)

@@ -27,7 +27,14 @@ from rewardlab.rl import ppo_math
 from rewardlab.rl.grm_reward import split_reasoning
 from rewardlab.rl.policy import AudioPolicy
 from rewardlab.rl.ppo_config import AudioPPOConfig
-from rewardlab.rl.prompts import Clips, PolicyPromptEncoder, PPOPrompt, PromptBatch, collate_prompts
+from rewardlab.rl.prompts import (
+    Clips,
+    PolicyPromptEncoder,
+    PPOPrompt,
+    PromptBatch,
+    collate_prompts,
+    decode_replies,
+)
 from rewardlab.rl.rewards import RewardSource
 
 INVALID_LOGPROB = 1.0  # stands in for log-probs of padding; masked out of every sum
@@ -207,11 +214,7 @@ class RolloutCollector:
     ) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(texts, scores less both penalties, reward-source scores, has-EOS, has-separator)
         of sampled responses (B, R), padded after their EOS."""
-        mask = ppo_math.response_mask(responses, self.eos_id, self.pad_id)
-        texts = self.tokenizer.batch_decode(
-            torch.where(mask, responses, torch.full_like(responses, self.pad_id)),
-            skip_special_tokens=True,
-        )
+        texts = decode_replies(self.tokenizer, responses, self.eos_id, self.pad_id)
         scores, rewards, has_separator = self.score(prompts, texts, update=update)
         has_eos = (responses == self.eos_id).any(dim=1).cpu()
         scores = scores - self.config.missing_eos_penalty * (~has_eos).float()

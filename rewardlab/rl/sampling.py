@@ -29,10 +29,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from rewardlab.rl import ppo_math
 from rewardlab.rl.grm_reward import split_reasoning
 from rewardlab.rl.policy import load_policy
-from rewardlab.rl.prompts import PolicyPromptEncoder, PPOPrompt, collate_prompts
+from rewardlab.rl.prompts import PolicyPromptEncoder, PPOPrompt, collate_prompts, decode_replies
 from rewardlab.schema import THINK_END, Task
 from rewardlab.store import Store
 
@@ -176,9 +175,7 @@ def _sample_batch(
         suppress_token_ids=encoder.suppressed_token_ids(),
         generator=generator,
     )
-    mask = ppo_math.response_mask(responses, eos, pad)
-    kept = torch.where(mask, responses, torch.full_like(responses, pad))
-    return encoder.tokenizer.batch_decode(kept, skip_special_tokens=True)
+    return decode_replies(encoder.tokenizer, responses, eos, pad)
 
 
 def _task_record(task_id: str, source: Task, text: str, tag: str, s: SampleSettings) -> dict:
