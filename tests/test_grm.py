@@ -324,6 +324,53 @@ def test_shared_history_scoring_equals_one_full_pass_per_order(world):
     assert dist.expected_level().shape == (5, 2)
 
 
+def test_group_shared_histories_score_as_unshared_ones_in_the_order_given(world):
+    """G candidates per (dialogue, turn), each with its own reference and rubric or none,
+    interleaved: each distinct history runs once per batch, and the scores equal one history
+    pass per item and one full pass per (item, order)."""
+    from rewardlab.rl.grm_reward import judge_item
+
+    grm = grm_of(world)
+    sources = [e.item for e in world["examples"][:3]]
+    rubric = next(iter(world["rubrics"].values()))
+    items = [
+        judge_item(
+            f"{source.task.id}.g{g}",
+            source.dialogue,
+            source.task.turn_index,
+            f"candidate {g} for {source.task.id}",
+            None,
+            f"reference {g % 2}",
+            rubric if g % 2 else None,
+            k=3,
+        )  # fmt: skip
+        for g in range(4)
+        for source in sources
+    ]  # dialogue-interleaved: groups are not contiguous as given
+    history_rows = []
+    hook = grm.model.register_forward_pre_hook(
+        lambda _, args, kwargs: (
+            history_rows.append(kwargs["input_ids"].shape[0])
+            if kwargs.get("past_key_values") is None
+            else None
+        ),
+        with_kwargs=True,
+    )
+    shared = grm.judge(items, batch_size=12)
+    assert history_rows == [3]  # one history per dialogue for 12 items
+    unshared = grm.judge(items, batch_size=5, share_history="item")
+    assert history_rows[1:] == [5, 5, 2]
+    hook.remove()
+    assert shared.task_ids == unshared.task_ids == [item.task.id for item in items]
+    np.testing.assert_allclose(shared.probs, unshared.probs, atol=1e-5)
+    prompts = [grm.encoder.encode(item, order) for item in items for order in shared.orders]
+    with torch.no_grad():
+        full = torch.softmax(grm._full_forward(prompts), -1).view(12, 2, -1).numpy()
+    full[:, 1] = full[:, 1, ::-1]
+    np.testing.assert_allclose(shared.probs, full, atol=1e-5)
+    assert np.ptp(shared.probs[:, 0, 3]) > 0  # the candidates are told apart
+
+
 def test_reasoning_mode_generates_a_critique_then_reads_the_verdict(world):
     grm = grm_of(world)
     items = [e.item for e in world["examples"][:2]]

@@ -288,9 +288,38 @@ def test_reward_state_round_trips(world):
 def test_config_rejects_bad_values(tmp_path):
     for bad in ({"kl_estimator": "k2"}, {"num_ppo_epochs": 0}, {"temperature": 0.0},
                 {"separator": ""}, {"max_steps": -1}, {"eval_share": 1.5},
-                {"eval_samples": 0}, {"optim": "sgd"}):  # fmt: skip
+                {"eval_samples": 0}, {"optim": "sgd"}, {"rollouts_per_prompt": 0},
+                {"rollouts_per_prompt": 3}):  # fmt: skip
         with pytest.raises(ValueError):
             config(tmp_path, **bad)
+
+
+def test_g_rollouts_per_prompt_share_one_grm_history_each(world, tmp_path):
+    """rollouts_per_prompt=4, 8 rollouts an update: 2 prompts, each sampled 4 times, and the
+    reward phase runs 2 histories through the GRM, not 8."""
+    trainer = trainer_for(world, config(tmp_path, world, max_steps=1, rollouts_per_prompt=4))
+    seen, history_rows = [], []
+    collect = trainer.collector.collect
+
+    def recording(model, accelerator, prompts, generator):
+        seen.append([p.id for p in prompts])
+        return collect(model, accelerator, prompts, generator)
+
+    trainer.collector.collect = recording
+    grm = trainer.collector.reward.reward.grm.model
+    hook = grm.register_forward_pre_hook(
+        lambda _, args, kwargs: (
+            history_rows.append(kwargs["input_ids"].shape[0])
+            if kwargs.get("past_key_values") is None
+            else None
+        ),
+        with_kwargs=True,
+    )
+    trainer.train()
+    hook.remove()
+    ((ids,),) = [seen]
+    assert len(ids) == 8 and ids[:4] == [ids[0]] * 4 and ids[4:] == [ids[4]] * 4
+    assert ids[0] != ids[4] and history_rows == [2]
 
 
 def test_too_few_prompts_for_a_rollout_batch_is_refused(world, tmp_path):

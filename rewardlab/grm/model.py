@@ -5,13 +5,16 @@
     dist.expected_level().mean(axis=1)      # (N,) debiased expected level, policy vs reference
 
 `direct` mode reads the distribution over the 2K+1 verdict tokens at the verdict slot of one
-forward pass: no text is parsed, so nothing fails to parse. The history block is run once per
-task and its key/value cache reused for both presentation orders. `reasoning` mode first
+forward pass: no text is parsed, so nothing fails to parse. The history block (system prompt and
+dialogue) is run once per group of items that share it (same dialogue, turn and audio: the G
+rollouts of one prompt, with any references and rubrics) and its key/value cache reused for
+all their candidates in both presentation orders. `reasoning` mode first
 generates a critique, then reads the verdict distribution the same way.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +78,15 @@ def verdict_logits(model: Any, batch: dict[str, torch.Tensor], verdict_ids: torc
     logits = model(**inputs).logits  # (B, T, V)
     rows = logits[torch.arange(logits.shape[0], device=logits.device), batch["verdict_index"]]
     return rows[:, verdict_ids], logits
+
+
+def history_key(prompt: EncodedPrompt) -> tuple:
+    """Equal for prompts whose history blocks are the same tokens and the same audio."""
+    clips = tuple(
+        hashlib.blake2b(np.ascontiguousarray(f).tobytes(), digest_size=16).digest()
+        for f in prompt.features
+    )
+    return tuple(prompt.history_ids), clips, tuple(prompt.feature_lengths)
 
 
 class GenerativeRewardModel:
@@ -143,25 +155,35 @@ class GenerativeRewardModel:
         audio: AudioMode = "audio",
         batch_size: int = 16,
         max_new_tokens: int = 64,
+        share_history: Literal["group", "item"] = "group",
         progress: bool = False,
     ) -> LevelDistribution:
-        """Level distributions for `items` in each of `orders`, canonical orientation."""
+        """Level distributions for `items` in each of `orders`, canonical orientation.
+
+        `share_history` (direct mode): "group" runs each distinct history once per batch for
+        every item that shares it, "item" once per item (both orders still share it). Items
+        are batched with their group (a stable sort by dialogue and turn), results returned in
+        the order given.
+        """
         was_training = self.model.training
         self.model.eval()
         probs = np.zeros((len(items), len(orders), self.format.levels))
         critiques: list[list[str]] = []
         bar = tqdm(total=len(items), desc=f"judging ({mode})", unit="task", disable=not progress)
+        batched = list(range(len(items)))  # the order items are batched in
+        if mode == "direct" and share_history == "group":
+            batched.sort(key=lambda i: (items[i].dialogue.id, items[i].task.turn_index))
         for start in range(0, len(items), batch_size):
-            chunk = items[start : start + batch_size]
+            chunk = [items[i] for i in batched[start : start + batch_size]]
             if mode == "direct":
-                logits = self._direct(chunk, orders, audio)  # (B, O, L)
+                logits = self._direct(chunk, orders, audio, share_history)  # (B, O, L)
             else:
                 logits, texts = self._reasoning(chunk, orders, audio, max_new_tokens)
                 critiques.extend(texts)
             chunk_probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
             for j, order in enumerate(orders):  # shown levels back to policy-vs-reference
                 chunk_probs[:, j] = Order(order).to_canonical_levels(chunk_probs[:, j])
-            probs[start : start + len(chunk)] = chunk_probs
+            probs[batched[start : start + batch_size]] = chunk_probs
             bar.update(len(chunk))
         bar.close()
         self.model.train(was_training)
@@ -179,30 +201,47 @@ class GenerativeRewardModel:
             for k, v in batch.items()
         }
 
-    def _direct(self, items: Sequence[JudgeItem], orders: Sequence[Order], audio: AudioMode):
-        """Shared history: one pass over each history, then all orders on its cache."""
+    def _direct(
+        self,
+        items: Sequence[JudgeItem],
+        orders: Sequence[Order],
+        audio: AudioMode,
+        share_history: Literal["group", "item"] = "group",
+    ):
+        """Shared history: one pass over each distinct history, then every (item, order)
+        pair block on its cache."""
         encoded = [[self.encoder.encode(item, o, audio=audio) for o in orders] for item in items]
         if any(len({len(e.history_ids) for e in row}) != 1 for row in encoded):
             # truncation differed between orders: no shared prefix, score the full sequences
             flat = [e for row in encoded for e in row]
             return self._full_forward(flat).view(len(items), len(orders), -1)
         pad = self.tokenizer.pad_token_id
-        histories = [row[0] for row in encoded]
-        history_ids = pad_rows([h.history_ids for h in histories], pad)  # (B, Th)
+        owner: dict[Any, int] = {}  # history key -> its row in the history batch
+        histories: list[EncodedPrompt] = []
+        rows_of_items = []
+        for index, row in enumerate(encoded):
+            key = history_key(row[0]) if share_history == "group" else index
+            if key not in owner:
+                owner[key] = len(histories)
+                histories.append(row[0])
+            rows_of_items.append(owner[key])
+        history_ids = pad_rows([h.history_ids for h in histories], pad)  # (H, Th)
         history_len = torch.tensor([len(h.history_ids) for h in histories])
         history_mask = (torch.arange(history_ids.shape[1])[None] < history_len[:, None]).long()
         batch = self._to_device(
             {"input_ids": history_ids, "attention_mask": history_mask, **audio_batch(histories)}
         )
         cache = self.model(**batch, use_cache=True).past_key_values
-        cache.batch_repeat_interleave(len(orders))
+        # each (item, order) row reads its history's cache row
+        select = torch.tensor(rows_of_items).repeat_interleave(len(orders))  # (B*O,)
+        cache.batch_select_indices(select.to(self.device))
         pairs = [e.pair_ids for row in encoded for e in row]  # (B*O) rows, item-major
         pair_ids = pad_rows(pairs, pad)  # (B*O, Tp)
         pair_len = torch.tensor([len(p) for p in pairs])
         pair_mask = (torch.arange(pair_ids.shape[1])[None] < pair_len[:, None]).long()
-        starts = history_len.repeat_interleave(len(orders))
+        starts = history_len[select]
         position_ids = starts[:, None] + torch.arange(pair_ids.shape[1])[None]  # (B*O, Tp)
-        mask = torch.cat([history_mask.repeat_interleave(len(orders), 0), pair_mask], dim=1)
+        mask = torch.cat([history_mask[select], pair_mask], dim=1)
         step = self._to_device(
             {"input_ids": pair_ids, "attention_mask": mask, "position_ids": position_ids}
         )

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -74,8 +74,10 @@ class GRMReward:
         dialogues: Mapping[str, Dialogue] | None = None,
         rubrics: Mapping[str, Rubric] | None = None,
         batch_size: int = 16,
+        share_history: Literal["group", "item"] = "group",
     ):
-        """`dialogues` and `rubrics` by id (default rubrics: the shipped library)."""
+        """`dialogues` and `rubrics` by id (default rubrics: the shipped library);
+        `share_history`: as `GenerativeRewardModel.judge` ("item" only to measure the gain)."""
         self.grm = grm
         self.mapper = mapper if mapper is not None else RewardMapper(k=grm.format.k)
         if self.mapper.k != grm.format.k:
@@ -83,6 +85,7 @@ class GRMReward:
         self.dialogues = dict(dialogues or {})
         self.rubrics = dict(rubrics) if rubrics is not None else load_library()
         self.batch_size = batch_size
+        self.share_history = share_history
 
     @classmethod
     def from_checkpoint(
@@ -148,7 +151,9 @@ class GRMReward:
         rows = [row for row, item in enumerate(items) if item is not None]
         if rows:
             judged = [items[row] for row in rows]
-            probs[rows] = self.grm.judge(judged, batch_size=self.batch_size).probs
+            probs[rows] = self.grm.judge(
+                judged, batch_size=self.batch_size, share_history=self.share_history
+            ).probs
         rewards = self.mapper(probs, update=update)
         if log_metric is not None:
             expected = probs.mean(axis=1) @ np.arange(-k, k + 1)

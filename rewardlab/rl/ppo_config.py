@@ -88,6 +88,13 @@ class AudioPPOConfig(TrainingArguments, BackboneArguments):
     # -- PPO ---------------------------------------------------------------------------------
     num_mini_batches: int = field(default=1, metadata={"help": "mini-batches per rollout batch"})
     num_ppo_epochs: int = field(default=4, metadata={"help": "passes over each rollout batch"})
+    rollouts_per_prompt: int = field(
+        default=1,
+        metadata={
+            "help": "replies sampled per prompt in an update (G); the rollout batch holds"
+            " rollout_batch_size / G prompts, and the GRM runs each one's history once"
+        },
+    )
     local_rollout_forward_batch_size: int = field(
         default=16, metadata={"help": "rows per no-grad forward pass during rollouts"}
     )
@@ -113,9 +120,21 @@ class AudioPPOConfig(TrainingArguments, BackboneArguments):
             raise ValueError(f"max_steps (PPO updates) must be > 0, got {self.max_steps}")
         if self.kl_estimator not in ("k1", "k3"):
             raise ValueError(f"kl_estimator must be 'k1' or 'k3', got {self.kl_estimator!r}")
-        for name in ("num_mini_batches", "num_ppo_epochs", "response_length", "eval_samples"):
+        for name in (
+            "num_mini_batches",
+            "num_ppo_epochs",
+            "response_length",
+            "eval_samples",
+            "rollouts_per_prompt",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.rollout_batch_size % self.rollouts_per_prompt:
+            raise ValueError(
+                f"rollouts_per_prompt={self.rollouts_per_prompt} must divide the rollout batch"
+                f" ({self.rollout_batch_size} = per_device_train_batch_size x"
+                " gradient_accumulation_steps x num_mini_batches)"
+            )
         if self.eval_share is not None and not 0 < self.eval_share < 1:
             raise ValueError(f"eval_share must be in (0, 1), got {self.eval_share}")
         if self.temperature <= 0:

@@ -158,12 +158,14 @@ def setup(
 def check_prompts(config: AudioPPOConfig, train_prompts: Sequence[PPOPrompt]) -> None:
     if not train_prompts:
         raise ValueError("no training prompts")
-    if len(train_prompts) < config.rollout_batch_size:
+    needed = config.rollout_batch_size // config.rollouts_per_prompt
+    if len(train_prompts) < needed:
         raise ValueError(
-            f"{len(train_prompts)} training prompts, fewer than one rollout batch"
-            f" ({config.rollout_batch_size} = per_device_train_batch_size"
+            f"{len(train_prompts)} training prompts, fewer than one rollout batch needs"
+            f" ({needed} = per_device_train_batch_size"
             f" {config.per_device_train_batch_size} x gradient_accumulation_steps"
-            f" {config.gradient_accumulation_steps} x num_mini_batches {config.num_mini_batches})"
+            f" {config.gradient_accumulation_steps} x num_mini_batches {config.num_mini_batches}"
+            f" / rollouts_per_prompt {config.rollouts_per_prompt})"
         )
 
 
@@ -187,7 +189,9 @@ def run(ppo: PPORun, resume_from_checkpoint: str | Path | None = None) -> RunSta
         metrics = update(ppo, step)
         ppo.scheduler.step()
         ppo.state.global_step = step + 1
-        ppo.state.epoch = (step + 1) * config.rollout_batch_size / len(ppo.train_prompts)
+        ppo.state.epoch = (
+            (step + 1) * config.rollout_batch_size / config.rollouts_per_prompt
+        ) / len(ppo.train_prompts)
         bar.update(1)
         if config.logging_steps and (step + 1) % max(int(config.logging_steps), 1) == 0:
             log(ppo, metrics, bar)
@@ -216,7 +220,12 @@ def update(ppo: PPORun, step: int) -> dict[str, float]:
     """One update: rollout -> advantages -> optimise; returns its metrics."""
     config, device = ppo.config, ppo.accelerator.device
     order = torch.randperm(len(ppo.train_prompts), generator=update_generator(config.seed, step, 0))
-    prompts = [ppo.train_prompts[i] for i in order[: config.rollout_batch_size].tolist()]
+    distinct = config.rollout_batch_size // config.rollouts_per_prompt
+    prompts = [
+        ppo.train_prompts[i]
+        for i in order[:distinct].tolist()
+        for _ in range(config.rollouts_per_prompt)
+    ]
     start = time.perf_counter()
     rollout, reward_s = ppo.collector.collect(
         ppo.model, ppo.accelerator, prompts, update_generator(config.seed, step, 1, device)
