@@ -1,6 +1,6 @@
-"""Time per PPO update, split into rollout, reward and optimisation, for three set-ups.
+"""Time per PPO update, split into rollout, reward and optimisation, for four set-ups.
 
-    .venv/bin/python benchmarks/bench_ppo.py [--updates 4] [--rollouts 16] [--window 10]
+    .venv/bin/python benchmarks/bench_ppo.py [--updates 4] [--rollouts 16] [--per-prompt 4]
 
 One demo world, one tiny Qwen2-Audio policy (warm-started on the world's replies), the same
 seeds and settings in every run:
@@ -11,9 +11,13 @@ seeds and settings in every run:
   transcript and the reply and returns one logit (the classic RLHF reward, the cost floor)
 - (c) as (a) with the frozen audio tower re-run on every pass (generation, log-probs, values,
   every PPO epoch and micro-batch) instead of once per rollout
+- (d) as (a) with the GRM's dialogue history run once per reply (both orders sharing it), not
+  once per prompt for its G replies: the judge before group sharing
 
-Prints per-update seconds per phase, the (a)/(b) ratio, and the speed-up of (a) over (c). The
-first update of each run is a warm-up and is left out of the means.
+Each update samples --per-prompt (G) replies for each of rollouts / G prompts. Prints
+per-update seconds per phase, the reward phase's share of the update for (a) and (d), the
+(a)/(b) ratio, and the speed-up of (a) over (c). The first update of each run is a warm-up and
+is left out of the means.
 """
 
 from __future__ import annotations
@@ -43,10 +47,12 @@ from rewardlab.rl.warm_start import build_tiny_policy
 PHASES = ("time/rollout_s", "time/reward_s", "time/optimize_s")
 
 
-def run(name, world, args, reward_kind: str, cache_audio: bool) -> dict[str, float]:
+def run(name, world, args, reward_kind: str, cache_audio: bool, share: str) -> dict[str, float]:
     split = load_prompts(world["project"], 0.25, 0)
     policy, template = load_policy(world["policy"])
-    grm_reward = GRMReward.from_checkpoint(world["grm"], project=world["project"])
+    grm_reward = GRMReward.from_checkpoint(
+        world["grm"], project=world["project"], share_history=share
+    )
     if reward_kind == "grm":
         reward = GRMPromptReward(grm_reward)
     else:
@@ -71,6 +77,7 @@ def run(name, world, args, reward_kind: str, cache_audio: bool) -> dict[str, flo
         disable_tqdm=True,
         logging_steps=1,
         cache_audio=cache_audio,
+        rollouts_per_prompt=args.per_prompt,
         local_rollout_forward_batch_size=args.rollouts,
     )
     trainer = AudioPPOTrainer(
@@ -95,6 +102,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--updates", type=int, default=4, help="timed updates per run")
     parser.add_argument("--rollouts", type=int, default=16, help="prompts per update")
+    parser.add_argument("--per-prompt", type=int, default=4, help="replies per prompt (G)")
     parser.add_argument("--response-length", type=int, default=32)
     parser.add_argument("--window", type=int, default=10, help="audio window in seconds")
     parser.add_argument("--dialogues", type=int, default=48)
@@ -116,15 +124,17 @@ def main() -> None:
         }
         build_tiny_policy(project, world["policy"], steps=40, size=size, progress=False)
         runs = {
-            "(a) GRM reward, audio cached": ("grm", True),
-            "(b) scalar RM reward, audio cached": ("scalar", True),
-            "(c) GRM reward, audio re-encoded": ("grm", False),
+            "(a) GRM reward, audio cached": ("grm", True, "group"),
+            "(b) scalar RM reward, audio cached": ("scalar", True, "group"),
+            "(c) GRM reward, audio re-encoded": ("grm", False, "group"),
+            "(d) as (a), history per reply": ("grm", True, "item"),
         }
         results = {}
-        for label, (kind, cache) in runs.items():
-            results[label] = run(label[1], world, args, kind, cache)
+        for label, (kind, cache, share) in runs.items():
+            results[label] = run(label[1], world, args, kind, cache, share)
     print(
-        f"\n{args.rollouts} rollouts/update, {args.response_length}-token responses,"
+        f"\n{args.rollouts} rollouts/update ({args.per_prompt} per prompt),"
+        f" {args.response_length}-token responses,"
         f" {args.window} s audio window, mean of {args.updates} updates (s/update)"
     )
     print(f"{'':38}{'rollout':>9}{'reward':>9}{'optimise':>10}{'total':>9}")
@@ -133,7 +143,13 @@ def main() -> None:
             f"{label:38}{r['time/rollout_s']:9.2f}{r['time/reward_s']:9.2f}"
             f"{r['time/optimize_s']:10.2f}{r['total']:9.2f}"
         )
-    a, b, c = results.values()
+    a, b, c, d = results.values()
+    print(
+        f"\nreward phase share of the update: {a['time/reward_s'] / a['total']:.0%} with the"
+        f" history shared by each prompt's {args.per_prompt} replies (a),"
+        f" {d['time/reward_s'] / d['total']:.0%} with one history per reply (d);"
+        f" reward phase {d['time/reward_s'] / a['time/reward_s']:.2f}x faster"
+    )
     print(f"\nGRM / scalar RM: reward phase {a['time/reward_s'] / b['time/reward_s']:.1f}x,")
     print(f"                 whole update {a['total'] / b['total']:.2f}x")
     print(

@@ -16,6 +16,7 @@
     rewardlab tiny-policy --project P --out DIR           a tiny audio policy, warm-started
     rewardlab ppo --config training/ppo_demo.yaml         PPO of a policy against a GRM
     rewardlab sample --policy CKPT --project P --out T    a policy's replies as tasks to judge
+    rewardlab serve-reward GRM --project P                the GRM as a reward service over HTTP
     rewardlab argilla push PROJECT                        tasks to Argilla (ARGILLA_API_URL/KEY)
     rewardlab argilla pull PROJECT                        submitted Argilla responses as judgments
     rewardlab add-annotator PROJECT ID [--admin]          a login account for the web app
@@ -38,12 +39,23 @@ import argparse
 import sys
 
 from rewardlab.audio import AudioError
-from rewardlab.commands import accounts, argilla, demo, grm, judge, project, rl, serve, stats
+from rewardlab.commands import (
+    accounts,
+    argilla,
+    demo,
+    grm,
+    judge,
+    project,
+    reward,
+    rl,
+    serve,
+    stats,
+)
 from rewardlab.commands.options import kebab_flags
 from rewardlab.schema import RecordError
 
 # in the order `rewardlab --help` lists their verbs
-COMMANDS = (project, stats, demo, grm, judge, rl, argilla, accounts, serve)
+COMMANDS = (project, stats, demo, grm, judge, rl, reward, argilla, accounts, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

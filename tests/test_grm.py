@@ -343,7 +343,7 @@ def test_group_shared_histories_score_as_unshared_ones_in_the_order_given(world)
             f"reference {g % 2}",
             rubric if g % 2 else None,
             k=3,
-        )  # fmt: skip
+        )
         for g in range(4)
         for source in sources
     ]  # dialogue-interleaved: groups are not contiguous as given

@@ -69,6 +69,20 @@ class ClipFeatures:
         self.media_root = Path(media_root) if media_root else None
         self._cache: OrderedDict[tuple[str, str], tuple[np.ndarray, int]] = OrderedDict()
         self._cache_size = cache_clips
+        self._pinned: dict[str, tuple[np.ndarray, int]] = {}  # sha256 -> (samples, holders)
+
+    def pin(self, sha256: str, samples: np.ndarray) -> None:
+        """Hold a clip that lives in no media folder (a reward service's inline audio) until
+        as many `unpin` calls; a ref with this hash is then read from here."""
+        held = self._pinned.get(sha256)
+        self._pinned[sha256] = (samples if held is None else held[0], 1 + (held[1] if held else 0))
+
+    def unpin(self, sha256: str) -> None:
+        samples, holders = self._pinned[sha256]
+        if holders > 1:
+            self._pinned[sha256] = (samples, holders - 1)
+        else:
+            del self._pinned[sha256]
 
     def __call__(self, owner: str, ref: Any, mode: AudioMode) -> tuple[np.ndarray, int]:
         """(features (mel, frames) float16, valid frames) of clip `ref`; `owner` names the
@@ -79,6 +93,8 @@ class ClipFeatures:
             return self._cache[key]
         if mode == "silence":
             samples = np.zeros(int(SILENCE_S * TARGET_SAMPLE_RATE), dtype=np.float32)
+        elif ref.sha256 in self._pinned:
+            samples = self._pinned[ref.sha256][0]
         else:
             if self.media_root is None:
                 raise JudgeInputError(owner, "audio", "no media root to load the audio from")
@@ -143,6 +159,7 @@ class PromptEncoder:
         self.clip_features = ClipFeatures(extractor, self.media_root, cache_clips)
         self.audio_token_id = self.tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)
         self.marker_ids = self._ids(fmt.verdict_marker)
+        self._histories: OrderedDict[tuple, tuple[list[int], list, list[int]]] = OrderedDict()
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
@@ -186,13 +203,8 @@ class PromptEncoder:
         history, pair, _ = self.format.render(
             self.template, dialogue, task, item.rubric, order, audio=self.is_audio, omitted=first
         )
-        history_ids = self._ids(history)
-        features, lengths = [], []
-        if self.is_audio:
-            refs = [turn.audio for turn in dialogue.turns[: task.turn_index + 1] if turn.audio]
-            history_ids, features, lengths = self.clip_features.expand(
-                task.id, history_ids, self.audio_token_id, refs, audio
-            )
+        refs = [t.audio for t in dialogue.turns[: task.turn_index + 1] if t.audio]
+        history_ids, features, lengths = self._history(task.id, history, refs, audio)
         pair_ids = self._ids(pair)
         span = None
         if critique is not None:
@@ -200,6 +212,26 @@ class PromptEncoder:
             span = (len(pair_ids), len(pair_ids) + len(critique_ids))
             pair_ids += critique_ids
         return EncodedPrompt(history_ids, pair_ids + self.marker_ids, features, lengths, span)
+
+    def _history(self, owner: str, history: str, refs: list[Any], audio: AudioMode):
+        """(ids, clip features, valid frames) of a rendered history: cached, because the G
+        candidates of a prompt and both orders of each render the same history."""
+        key = (history, audio, tuple(ref.sha256 for ref in refs) if self.is_audio else ())
+        if key in self._histories:
+            self._histories.move_to_end(key)
+            return self._histories[key]
+        ids, features, lengths = self._ids(history), [], []
+        if self.is_audio:
+            ids, features, lengths = self.clip_features.expand(
+                owner, ids, self.audio_token_id, refs, audio
+            )
+        self._histories[key] = (ids, features, lengths)
+        if len(self._histories) > HISTORY_CACHE:
+            self._histories.popitem(last=False)
+        return ids, features, lengths
+
+
+HISTORY_CACHE = 1024  # rendered histories kept tokenized (a PPO batch's prompts, many times over)
 
 
 def pad_rows(rows: list[list[int]], value: int) -> torch.Tensor:

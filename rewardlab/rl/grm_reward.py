@@ -146,20 +146,28 @@ class GRMReward:
         """(N,) rewards of judge items, both orders, through the mapper; None is an empty
         reply. `update=False` leaves the mapper's running normalisation as it is."""
         k = self.mapper.k
-        probs = np.zeros((len(items), len(Order), 2 * k + 1))  # (N, O, L)
-        probs[:, :, 0] = 1.0  # an empty reply: certainly "much worse" in both orders
+        probs = self.level_probs(items)
+        rewards = self.mapper(probs, update=update)
+        if log_metric is not None:
+            expected = probs.mean(axis=1) @ np.arange(-k, k + 1)
+            empty = sum(item is None for item in items)
+            log_metric("grm/expected_level", float(expected.mean()))
+            log_metric("grm/empty_share", empty / max(len(items), 1))
+        return rewards
+
+    def level_probs(self, items: Sequence[JudgeItem | None]) -> np.ndarray:
+        """(N, O, 2K+1) level distributions, both orders; None (an empty reply) is a certain
+        "much worse" in both."""
+        k = self.mapper.k
+        probs = np.zeros((len(items), len(Order), 2 * k + 1))
+        probs[:, :, 0] = 1.0
         rows = [row for row, item in enumerate(items) if item is not None]
         if rows:
             judged = [items[row] for row in rows]
             probs[rows] = self.grm.judge(
                 judged, batch_size=self.batch_size, share_history=self.share_history
             ).probs
-        rewards = self.mapper(probs, update=update)
-        if log_metric is not None:
-            expected = probs.mean(axis=1) @ np.arange(-k, k + 1)
-            log_metric("grm/expected_level", float(expected.mean()))
-            log_metric("grm/empty_share", 1 - len(rows) / max(len(items), 1))
-        return rewards
+        return probs
 
     def _item(
         self,
