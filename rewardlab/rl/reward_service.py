@@ -184,18 +184,7 @@ def build_app(service: RewardService) -> FastAPI:
         if isinstance(out, JSONResponse):
             return out
         _, probs, rewards = out
-        expected = probs.mean(axis=1) @ np.arange(-k, k + 1)
-        return {
-            "rewards": rewards.tolist(),
-            "items": [
-                {
-                    "reward": float(r),
-                    "expected_level": float(e),
-                    "levels": {o.value: p[j].tolist() for j, o in enumerate(Order)},
-                }
-                for r, e, p in zip(rewards, expected, probs, strict=True)
-            ],
-        }
+        return own_answer(probs, rewards, k)
 
     @app.post("/get_reward")
     async def get_reward(request: Request):
@@ -219,6 +208,23 @@ def build_app(service: RewardService) -> FastAPI:
         return PlainTextResponse(metrics.text(), media_type="text/plain; version=0.0.4")
 
     return app
+
+
+def own_answer(probs: np.ndarray, rewards: np.ndarray, k: int) -> dict[str, Any]:
+    """`/v1/reward`'s answer: rewards, and per item its expected level and both orders'
+    level distributions (canonical: policy vs reference)."""
+    expected = probs.mean(axis=1) @ np.arange(-k, k + 1)
+    return {
+        "rewards": rewards.tolist(),
+        "items": [
+            {
+                "reward": float(r),
+                "expected_level": float(e),
+                "levels": {o.value: p[j].tolist() for j, o in enumerate(Order)},
+            }
+            for r, e, p in zip(rewards, expected, probs, strict=True)
+        ],
+    }
 
 
 def _authorised(request: Request, token: str) -> bool:
