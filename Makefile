@@ -81,6 +81,7 @@ bench: setup
 	$(PY) benchmarks/bench_annotation_app.py
 	$(PY) benchmarks/bench_judgment_import.py
 	$(PY) benchmarks/bench_hf_import.py
+	$(PY) benchmarks/bench_reward_service.py
 
 setup: system $(STAMP)
 
