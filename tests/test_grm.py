@@ -371,6 +371,18 @@ def test_group_shared_histories_score_as_unshared_ones_in_the_order_given(world)
     assert np.ptp(shared.probs[:, 0, 3]) > 0  # the candidates are told apart
 
 
+def test_clip_caches_are_shared_only_where_the_features_agree(world, tmp_path):
+    from rewardlab.grm.encoding import ClipFeatures
+
+    extractor = grm_of(world).template.feature_extractor
+    same = ClipFeatures(extractor, world["media"])
+    assert same.same_features_as(ClipFeatures(extractor, world["media"]))
+    assert not same.same_features_as(ClipFeatures(extractor, tmp_path))  # another media folder
+    other = type(extractor)(**{**extractor.to_dict(), "chunk_length": 5})
+    assert not same.same_features_as(ClipFeatures(other, world["media"]))
+    assert not same.same_features_as(ClipFeatures(None, world["media"]))  # a text backbone
+
+
 def test_reasoning_mode_generates_a_critique_then_reads_the_verdict(world):
     grm = grm_of(world)
     items = [e.item for e in world["examples"][:2]]

@@ -298,6 +298,8 @@ def test_g_rollouts_per_prompt_share_one_grm_history_each(world, tmp_path):
     """rollouts_per_prompt=4, 8 rollouts an update: 2 prompts, each sampled 4 times, and the
     reward phase runs 2 histories through the GRM, not 8."""
     trainer = trainer_for(world, config(tmp_path, world, max_steps=1, rollouts_per_prompt=4))
+    grm_encoder = trainer.collector.reward.reward.grm.encoder
+    assert grm_encoder.clip_features is trainer.collector.encoder.clip_features  # one cache
     seen, history_rows = [], []
     collect = trainer.collector.collect
 

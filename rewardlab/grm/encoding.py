@@ -71,6 +71,20 @@ class ClipFeatures:
         self._cache_size = cache_clips
         self._pinned: dict[str, tuple[np.ndarray, int]] = {}  # sha256 -> (samples, holders)
 
+    def same_features_as(self, other: ClipFeatures) -> bool:
+        """True when `other` turns every clip into the same features (same extractor settings,
+        same media folder): then one cache can serve both (the policy's and the judge's)."""
+        mine, theirs = self.extractor, other.extractor
+        return (
+            mine is not None
+            and theirs is not None
+            and type(mine) is type(theirs)
+            and mine.to_dict() == theirs.to_dict()
+            and self.media_root is not None
+            and other.media_root is not None
+            and self.media_root.resolve() == other.media_root.resolve()
+        )
+
     def pin(self, sha256: str, samples: np.ndarray) -> None:
         """Hold a clip that lives in no media folder (a reward service's inline audio) until
         as many `unpin` calls; a ref with this hash is then read from here."""

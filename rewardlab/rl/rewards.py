@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from rewardlab.grm.encoding import ClipFeatures
 from rewardlab.rl.grm_reward import GRMReward, judge_item
 from rewardlab.rl.prompts import PPOPrompt
 
@@ -46,6 +47,17 @@ class GRMPromptReward:
 
     def __init__(self, reward: GRMReward):
         self.reward = reward
+
+    def share_clip_features(self, features: ClipFeatures) -> bool:
+        """Read clips through `features` (the policy's cache: PPO judges the clips its policy
+        has just heard) when they give the GRM the same features; True if shared."""
+        encoder = self.reward.grm.encoder
+        if encoder.clip_features is features or not encoder.clip_features.same_features_as(
+            features
+        ):
+            return False
+        encoder.clip_features = features
+        return True
 
     def state_dict(self) -> dict[str, Any]:
         return self.reward.state_dict()

@@ -96,6 +96,9 @@ class RolloutCollector:
         if self.pad_id is None:
             self.pad_id = self.eos_id
         self.suppress_ids = encoder.suppressed_token_ids()
+        share = getattr(reward, "share_clip_features", None)
+        if share is not None:  # one log-mel cache for the policy and the judge where they agree
+            share(encoder.clip_features)
 
     def encode(self, prompts: Sequence[PPOPrompt], audio: AudioMode = "audio") -> PromptBatch:
         """Left-padded prompts; ``audio="silence"`` puts the same second of silence in every
