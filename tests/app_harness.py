@@ -16,14 +16,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 from builders import write_jsonl
-from processes import free_port, stop_process
+from processes import free_port, stop_process, wait_until_answering
 
 from rewardlab.demo.tts import Speech, synthesise
 from rewardlab.schema import Dialogue, ProjectSettings, Task, Turn
@@ -118,18 +117,7 @@ def running_app(project: Path, log: Path, *flags: str) -> Iterator[str]:
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 90
-            while True:
-                if server.poll() is not None:
-                    raise RuntimeError(f"the app exited: {log.read_text()}")
-                try:
-                    if httpx.get(f"{url}/login", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the app did not start: {log.read_text()}")
-                time.sleep(0.3)
+            wait_until_answering(server, f"{url}/login", log, 90)
             yield url
         finally:
             stop_process(server)

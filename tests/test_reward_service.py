@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 from builders import TINY_GRM_SIZE
-from processes import free_port, stop_process
+from processes import free_port, stop_process, wait_until_answering
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import GRPOConfig, GRPOTrainer
 
@@ -81,18 +81,7 @@ def reward_server(world, log: Path, port: int | None = None, *flags: str):
         server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                if server.poll() is not None:
-                    raise RuntimeError(f"the service exited: {log.read_text()}")
-                try:
-                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the service did not start: {log.read_text()}")
-                time.sleep(0.3)
+            wait_until_answering(server, f"{url}/health", log, 120)
             yield url, server
         finally:
             if server.poll() is None:
