@@ -13,6 +13,7 @@ refused with a `JudgeInputError`.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,14 @@ class ClipFeatures:
         self._cache: OrderedDict[tuple[str, str], tuple[np.ndarray, int]] = OrderedDict()
         self._cache_size = cache_clips
         self._pinned: dict[str, tuple[np.ndarray, int]] = {}  # sha256 -> (samples, holders)
+        self._lock = threading.RLock()
+
+    def __getstate__(self) -> dict[str, Any]:  # data-loader workers get a copy, lock anew
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
 
     def same_features_as(self, other: ClipFeatures) -> bool:
         """True when `other` turns every clip into the same features (same extractor settings,
@@ -88,19 +97,27 @@ class ClipFeatures:
     def pin(self, sha256: str, samples: np.ndarray) -> None:
         """Hold a clip that lives in no media folder (a reward service's inline audio) until
         as many `unpin` calls; a ref with this hash is then read from here."""
-        held = self._pinned.get(sha256)
-        self._pinned[sha256] = (samples if held is None else held[0], 1 + (held[1] if held else 0))
+        with self._lock:
+            held = self._pinned.get(sha256)
+            holders = 1 + (held[1] if held else 0)
+            self._pinned[sha256] = (samples if held is None else held[0], holders)
 
     def unpin(self, sha256: str) -> None:
-        samples, holders = self._pinned[sha256]
-        if holders > 1:
-            self._pinned[sha256] = (samples, holders - 1)
-        else:
-            del self._pinned[sha256]
+        with self._lock:
+            samples, holders = self._pinned[sha256]
+            if holders > 1:
+                self._pinned[sha256] = (samples, holders - 1)
+            else:
+                del self._pinned[sha256]
 
     def __call__(self, owner: str, ref: Any, mode: AudioMode) -> tuple[np.ndarray, int]:
         """(features (mel, frames) float16, valid frames) of clip `ref`; `owner` names the
-        task or prompt in errors."""
+        task or prompt in errors. Thread-safe: the reward service checks requests on its event
+        loop while the judge's thread encodes a batch."""
+        with self._lock:
+            return self._features(owner, ref, mode)
+
+    def _features(self, owner: str, ref: Any, mode: AudioMode) -> tuple[np.ndarray, int]:
         key = (mode, ref.sha256 if mode == "audio" else "silence")
         if key in self._cache:
             self._cache.move_to_end(key)
@@ -168,6 +185,7 @@ class PromptEncoder:
         self.template, self.format, self.max_tokens = template, fmt, max_tokens
         self.is_audio = isinstance(template, ProcessorMixin)
         self.tokenizer = template.tokenizer if self.is_audio else template
+        self._lock = threading.Lock()  # the reward service encodes from two threads
         self.media_root = Path(media_root) if media_root else None
         extractor = template.feature_extractor if self.is_audio else None
         self.clip_features = ClipFeatures(extractor, self.media_root, cache_clips)
@@ -175,8 +193,16 @@ class PromptEncoder:
         self.marker_ids = self._ids(fmt.verdict_marker)
         self._histories: OrderedDict[tuple, tuple[list[int], list, list[int]]] = OrderedDict()
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def _ids(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        with self._lock:  # a fast tokenizer is not to be called from two threads at once
+            return self.tokenizer.encode(text, add_special_tokens=False)
 
     # -- text ------------------------------------------------------------------------------
 
@@ -231,17 +257,19 @@ class PromptEncoder:
         """(ids, clip features, valid frames) of a rendered history: cached, because the G
         candidates of a prompt and both orders of each render the same history."""
         key = (history, audio, tuple(ref.sha256 for ref in refs) if self.is_audio else ())
-        if key in self._histories:
-            self._histories.move_to_end(key)
-            return self._histories[key]
+        with self._lock:
+            if key in self._histories:
+                self._histories.move_to_end(key)
+                return self._histories[key]
         ids, features, lengths = self._ids(history), [], []
         if self.is_audio:
             ids, features, lengths = self.clip_features.expand(
                 owner, ids, self.audio_token_id, refs, audio
             )
-        self._histories[key] = (ids, features, lengths)
-        if len(self._histories) > HISTORY_CACHE:
-            self._histories.popitem(last=False)
+        with self._lock:
+            self._histories[key] = (ids, features, lengths)
+            if len(self._histories) > HISTORY_CACHE:
+                self._histories.popitem(last=False)
         return ids, features, lengths
 
 
