@@ -46,7 +46,7 @@ demo: setup
 	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab train-grm --config training/grm_demo.yaml$(call moved, $(GRM_FOLDERS))
 	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab train-grm --config training/grm_demo_refine.yaml$(call moved, $(REFINE_FOLDERS))
 	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab calibrate --grm $(DEMO_DIR)/grm/final --project $(DEMO_DIR) \
-		--method temperature
+		--method auto
 	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab evaluate --grm $(DEMO_DIR)/grm/final --project $(DEMO_DIR) \
 		--out $(DEMO_DIR)/report --truth
 	@echo "GRM evaluation report: $(DEMO_DIR)/report/report.html (numbers: $(DEMO_DIR)/report/metrics.json)"

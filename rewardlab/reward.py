@@ -8,7 +8,8 @@ over levels -K..K in canonical orientation (policy vs reference; `GenerativeRewa
 already flipped the reference-first order back). In this order:
 
 1. temperature (``temperature`` set): each pass is re-tempered, p <- softmax(log p / T), which
-   is the verdict logits divided by T (`fit_temperature`).
+   is the verdict logits divided by T (`fit_temperature`, fitted to the binary decision that
+   calibration is measured on).
 2. debiasing: the orders' distributions are averaged, p̄ = mean_o p[:, o]. Expectation is
    linear, so E_p̄[v] = mean_o E_p_o[v]: a position bias that adds +b to the expected level
    when the policy is shown first adds -b when it is shown second (signs aligned), and cancels.
@@ -23,6 +24,10 @@ already flipped the reference-first order back). In this order:
    included (population std; the identity before the first batch); ``fixed``: mean and std of
    a reference set, fitted once (`with_fixed_normalization`).
 6. clipping to [-clip, clip].
+
+``strength`` (0..1] blends steps 1-3: the calibrated p̄ is mixed with the raw one,
+(1 - s) p̄_raw + s p̄_cal; `rewardlab calibrate` chooses method and strength by cross-validated
+ECE (`rewardlab.grm.calibration`).
 
 The mapper is a plain object with a batch API and no framework attached; it saves to
 ``reward_mapper.json`` inside the GRM checkpoint (isotonic maps as their knots, not pickles).
@@ -53,6 +58,7 @@ class RewardMapper:
     k: int = 3
     level_values: tuple[float, ...] | None = None  # value of each level -K..K; None: the levels
     temperature: float | None = None  # temperature calibration (step 1)
+    strength: float = 1.0  # share of the calibrated distribution, the rest raw
     isotonic: tuple[Knots, ...] | None = None  # isotonic calibration, one map per c (step 3)
     normalize: Normalize = "none"
     clip: float | None = None
@@ -82,6 +88,8 @@ class RewardMapper:
                 raise ValueError(
                     f"isotonic needs {2 * self.k} maps (K={self.k}), got {len(self.isotonic)}"
                 )
+        if not 0 < self.strength <= 1:
+            raise ValueError(f"strength must be in (0, 1], got {self.strength}")
         if self.normalize not in ("none", "running", "fixed"):
             raise ValueError(f"normalize must be none, running or fixed, got {self.normalize!r}")
         if self.clip is not None and not self.clip > 0:
@@ -103,11 +111,14 @@ class RewardMapper:
     def distribution(self, probs: np.ndarray) -> np.ndarray:
         """(N, O, 2K+1) per-order distributions -> (N, 2K+1): steps 1-3."""
         probs = self._check(probs)
-        if self.temperature is not None:
-            probs = temper(probs, self.temperature)
-        debiased = probs.mean(axis=1)  # (N, L)
+        raw = probs.mean(axis=1)  # (N, L)
+        if self.calibration == "none":
+            return raw
+        debiased = temper(probs, self.temperature).mean(axis=1) if self.temperature else raw
         if self.isotonic is not None:
             debiased = apply_isotonic(debiased, self.isotonic)
+        if self.strength < 1:
+            debiased = (1 - self.strength) * raw + self.strength * debiased
         return debiased
 
     def expected(self, probs: np.ndarray) -> np.ndarray:
@@ -151,19 +162,28 @@ class RewardMapper:
     # -- fitting (each returns a new mapper) ------------------------------------------------
 
     def calibrated(
-        self, probs: np.ndarray, targets: np.ndarray, method: Literal["temperature", "isotonic"]
+        self,
+        probs: np.ndarray,
+        targets: np.ndarray,
+        method: Literal["temperature", "isotonic", "none"],
+        strength: float = 1.0,
     ) -> RewardMapper:
-        """A copy calibrated on `probs` (N, O, L) against human soft targets (N, L); any
-        normalisation statistics are dropped, as they measured the uncalibrated rewards."""
+        """A copy calibrated on `probs` (N, O, L) against human soft targets (N, L), blended
+        at `strength`; any normalisation statistics are dropped, as they measured the
+        uncalibrated rewards."""
         probs, targets = self._check(probs), np.asarray(targets, dtype=np.float64)
         if targets.shape != (probs.shape[0], probs.shape[2]):
             raise ValueError(f"targets must have shape {probs.shape[::2]}, got {targets.shape}")
-        base = dataclasses.replace(self, temperature=None, isotonic=None, count=0, mean=0.0, m2=0.0)
+        base = dataclasses.replace(
+            self, temperature=None, isotonic=None, strength=strength, count=0, mean=0.0, m2=0.0
+        )
+        if method == "none":
+            return dataclasses.replace(base, strength=1.0)
         if method == "temperature":
             return dataclasses.replace(base, temperature=fit_temperature(probs, targets))
         if method == "isotonic":
             return dataclasses.replace(base, isotonic=fit_isotonic(probs.mean(axis=1), targets))
-        raise ValueError(f"calibration method must be temperature or isotonic, got {method!r}")
+        raise ValueError(f"method must be temperature, isotonic or none, got {method!r}")
 
     def with_fixed_normalization(self, probs: np.ndarray) -> RewardMapper:
         """A copy normalising with the mean and std of the rewards of a reference set."""
@@ -212,22 +232,38 @@ def temper(probs: np.ndarray, temperature: float) -> np.ndarray:
     return np.exp(logits - logsumexp(logits, axis=-1, keepdims=True))
 
 
+def decisions(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(decided (N,) bool, policy better (N,) bool) from soft targets: the annotators' mean
+    level, rounded (ties to even, as the evaluation's reference levels), and its sign."""
+    k = (targets.shape[-1] - 1) // 2
+    level = np.round(targets @ np.arange(-k, k + 1, dtype=np.float64))
+    return level != 0, level > 0
+
+
 def fit_temperature(probs: np.ndarray, targets: np.ndarray) -> float:
-    """T minimising the cross-entropy of the tempered passes to the human soft targets q:
+    """T minimising the binary cross-entropy of the decision calibration is measured on:
 
-        NLL(T) = -mean_{i,o} sum_l q_il log softmax(log p_iol / T)_l
+        BCE(T) = -mean_i [y_i log q_i(T) + (1 - y_i) log(1 - q_i(T))],
+        q_i(T) = P(policy better | not a tie) of mean_o softmax(log p_io / T)
 
-    over T in [0.05, 20] (bounded Brent on log T; the NLL is convex in 1/T). Soft targets keep
-    annotator disagreement: a task judged +2, +2, +1 asks for 2/3 on +2, not certainty.
+    over the tasks the annotators decided (mean level, rounded, not 0), y_i = 1 when they
+    preferred the policy; T in [0.05, 20] (bounded Brent on log T). Fitting the 7-level
+    spread instead can make the reported ECE of this decision worse. Without decided tasks,
+    T = 1.
     """
-    logp = np.log(np.clip(probs, _FLOOR, None))  # (N, O, L)
+    decided, better = decisions(targets)
+    if not decided.any():
+        return 1.0
+    probs, y = probs[decided], better[decided].astype(np.float64)
+    k = (probs.shape[-1] - 1) // 2
 
-    def nll(log_t: float) -> float:
-        z = logp / np.exp(log_t)
-        z = z - logsumexp(z, axis=-1, keepdims=True)
-        return float(-(targets[:, None, :] * z).sum(-1).mean())
+    def bce(log_t: float) -> float:
+        p = temper(probs, float(np.exp(log_t))).mean(axis=1)  # (n, L)
+        up, down = p[:, k + 1 :].sum(-1), p[:, :k].sum(-1)
+        q = np.clip(up / np.maximum(up + down, _FLOOR), 1e-9, 1 - 1e-9)
+        return float(-(y * np.log(q) + (1 - y) * np.log(1 - q)).mean())
 
-    result = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    result = minimize_scalar(bce, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
     return float(np.exp(result.x))
 
 

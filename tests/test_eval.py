@@ -230,3 +230,22 @@ def test_bad_input_names_the_file_and_the_fix(trained, capsys):
         == 1
     )
     assert "at least 2 are needed" in capsys.readouterr().err
+
+
+def test_calibrate_chooses_by_held_out_folds_and_says_when_a_named_method_hurts(trained, capsys):
+    grm, project = trained["grm"], trained["project"]
+    args = ["--grm", str(grm), "--project", str(project)]
+    assert main(["calibrate", *args, "--folds", "3"]) == 0  # auto
+    out = capsys.readouterr().out
+    assert "fold 0:" in out and "chosen:" in out and "(asked: auto)" in out
+    saved = json.loads((grm / "reward_mapper.json").read_text())["provenance"]
+    assert saved["requested"] == "auto" and len(saved["folds"]) == 3
+    assert {"none", "temperature x1", "isotonic x0.25"} <= set(saved["cv_ece"])
+    assert saved["cv_ece"][saved["chosen"]] <= saved["cv_ece"]["none"]
+    assert not saved["worse_than_uncalibrated"]
+    for method in ("temperature", "isotonic"):
+        assert main(["calibrate", *args, "--method", method, "--folds", "3"]) == 0
+        err = capsys.readouterr().err
+        saved = json.loads((grm / "reward_mapper.json").read_text())["provenance"]
+        assert saved["method"] == method
+        assert ("WARNING" in err) == saved["worse_than_uncalibrated"]

@@ -1,7 +1,7 @@
 """Verbs that use a trained GRM: score tasks, fit the reward calibration, evaluate.
 
     rewardlab judge --grm CKPT --project P --out scores.jsonl    score tasks with a trained GRM
-    rewardlab calibrate --grm CKPT --project P --method M        fit the reward mapper's calibration
+    rewardlab calibrate --grm CKPT --project P [--method auto]   fit the reward mapper's calibration
     rewardlab evaluate --grm CKPT --project P --out DIR          report.html + metrics.json
 
 `calibrate` and `evaluate` take the GRM's held-out split (from its grm_config.yaml unless
@@ -12,6 +12,7 @@ reports on the other.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from rewardlab.commands.options import Verbs, add_grm, add_project
@@ -40,11 +41,27 @@ def run_calibrate(args: argparse.Namespace) -> None:
         eval_share=args.eval_share,
         split_seed=args.split_seed,
         batch_size=args.batch_size,
+        folds=args.folds,
     )
-    fitted = f"T={mapper.temperature:.3f}" if mapper.temperature else "one map per level"
-    print(f"calibrated ({args.method}, {fitted}) on {int(summary['tasks'])} held-out tasks")
-    before, after = summary["ece_before"], summary["ece_after"]
-    print(f"ECE of P(policy better) on them: {before:.3f} -> {after:.3f}")
+    print(f"held-out ECE of P(policy better), {len(summary['folds'])} folds of"
+          f" {int(summary['tasks'])} calibration tasks, by leakage group:")  # fmt: skip
+    for name, ece in summary["cv_ece"].items():
+        print(f"  {name:<18} {ece:.3f}")
+    for number, fold in enumerate(summary["folds"]):
+        print(f"  fold {number}: {fold['n']} decided tasks, ECE {fold['before']:.3f} (none)"
+              f" -> {fold['after']:.3f} ({summary['chosen']})")  # fmt: skip
+    fitted = f", T={mapper.temperature:.3f}" if mapper.temperature else ""
+    print(f"chosen: {summary['chosen']}{fitted}"
+          f" (asked: {args.method}); ECE on the whole calibration half"
+          f" {summary['ece_before']:.3f} -> {summary['ece_after']:.3f} (in sample)")  # fmt: skip
+    if summary["worse_than_uncalibrated"]:
+        print(
+            f"WARNING: {args.method} calibration makes held-out calibration WORSE than none"
+            f" ({summary['cv_ece'][summary['chosen']]:.3f} vs {summary['cv_ece']['none']:.3f});"
+            " saved because it was asked for by name."
+            " Use --method auto to let the held-out folds decide.",
+            file=sys.stderr,
+        )
     print(f"saved {GRMCheckpoint(args.grm).mapper_path}")
 
 
@@ -86,7 +103,16 @@ def add_parsers(verbs: Verbs) -> None:
         "calibrate", help="fit a GRM's reward calibration on held-out judgments", **held_out
     )
     add_held_out_options(calibrate)
-    calibrate.add_argument("--method", required=True, choices=["isotonic", "temperature"])
+    calibrate.add_argument(
+        "--method",
+        default="auto",
+        choices=["auto", "temperature", "isotonic", "none"],
+        help="auto (default): the method and strength with the lowest cross-validated ECE"
+        " (no calibration included); a named method gets its best strength",
+    )
+    calibrate.add_argument(
+        "--folds", type=int, default=5, help="cross-validation folds, by leakage group"
+    )
     calibrate.add_argument(
         "--normalize",
         choices=["none", "running", "fixed"],

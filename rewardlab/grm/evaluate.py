@@ -1,13 +1,14 @@
 """Calibrate and evaluate a trained GRM on its held-out tasks, top to bottom: the recipes of
 `rewardlab calibrate` and `rewardlab evaluate`.
 
-    rewardlab calibrate --grm demo_out/grm/final --project demo_out --method temperature
+    rewardlab calibrate --grm demo_out/grm/final --project demo_out [--method auto]
     rewardlab evaluate --grm demo_out/grm/final --project demo_out --out demo_out/report
 
 Which tasks: the GRM's own held-out split, drawn exactly as `train-grm` drew it (``eval_share``
 and ``split_seed`` from the checkpoint's config, `GRMCheckpoint.split`, or given), then halved by
-leakage group with the same seed: calibration fits on the first half and evaluation reports on
-the second. No number comes from a training task, and calibrated numbers are out of sample.
+leakage group with the same seed: calibration fits on the first half (choosing the method and
+its strength by cross-validated ECE within it, `calibration`) and evaluation reports on the
+second. No number comes from a training task, and calibrated numbers are out of sample.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ import numpy as np
 from rewardlab.eval.report import json_safe, write_report
 from rewardlab.eval.reward_metrics import (
     evaluation_metrics,
-    expected_calibration_error,
-    p_policy_better,
 )
 from rewardlab.eval.reward_plots import (
     plot_audio_ablation,
@@ -34,6 +33,7 @@ from rewardlab.eval.reward_plots import (
     plot_reliability,
     plot_reward_by_level,
 )
+from rewardlab.grm.calibration import choose_calibration, held_out_ece
 from rewardlab.grm.checkpoint import GRMCheckpoint, GRMSplit
 from rewardlab.grm.examples import GRMExample, split_examples
 from rewardlab.grm.model import GenerativeRewardModel
@@ -88,18 +88,22 @@ def _held_out_and_grm(
 def calibrate(
     checkpoint: Path,
     project: Path,
-    method: Literal["temperature", "isotonic"],
+    method: Literal["auto", "temperature", "isotonic", "none"] = "auto",
     *,
     normalize: Normalize | None = None,
     clip: float | None = None,
     eval_share: float | None = None,
     split_seed: int | None = None,
     batch_size: int = 16,
-) -> tuple[RewardMapper, dict[str, float]]:
-    """Fit the checkpoint's mapper on the calibration half and save it into the checkpoint.
+    folds: int = 5,
+) -> tuple[RewardMapper, dict]:
+    """Choose the calibration by cross-validated ECE on the calibration half (`calibration`),
+    fit it on the whole half and save it into the checkpoint.
 
     `normalize` / `clip` (0: none) replace the saved mapper's; ``fixed`` normalisation takes
-    its statistics from the calibrated rewards of the same tasks."""
+    its statistics from the calibrated rewards of the same tasks. The summary says when the
+    saved map calibrates held-out folds worse than no calibration (a named `method` only:
+    "auto" can always choose none)."""
     ckpt, held, grm = _held_out_and_grm(checkpoint, project, eval_share, split_seed)
     examples = held.calibration
     probs = grm.judge([e.item for e in examples], batch_size=batch_size, progress=True).probs
@@ -109,24 +113,21 @@ def calibrate(
         mapper = dataclasses.replace(mapper, normalize=normalize)
     if clip is not None:
         mapper = dataclasses.replace(mapper, clip=clip or None)
-    mapper = mapper.calibrated(probs, targets, method)
+    choice = choose_calibration(mapper, probs, targets, [e.group for e in examples],
+                                method=method, folds=folds, seed=held.split.split_seed)  # fmt: skip
+    raw = mapper.calibrated(probs, targets, "none")
+    mapper = mapper.calibrated(probs, targets, choice.chosen.method, choice.chosen.strength)
     if mapper.normalize == "fixed":
         mapper = mapper.with_fixed_normalization(probs)
-    reference = reference_levels(examples, truth=False)  # calibrate to people
-    decided = reference != 0
-    outcome = reference[decided] > 0
     summary = {
         "tasks": float(len(examples)),
-        "ece_before": expected_calibration_error(
-            p_policy_better(probs.mean(axis=1))[decided], outcome
-        ),
-        "ece_after": expected_calibration_error(
-            p_policy_better(mapper.distribution(probs))[decided], outcome
-        ),
+        "requested": method,
+        **choice.summary(),
+        "ece_before": held_out_ece(raw, probs, targets),  # in sample: the tasks it was fit on
+        "ece_after": held_out_ece(mapper, probs, targets),
     }
     mapper.provenance = json_safe(  # what it was fitted on; no NaN in the JSON
         {
-            "method": method,
             "project": str(project),
             "eval_share": held.split.eval_share,
             "split_seed": held.split.split_seed,
