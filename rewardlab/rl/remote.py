@@ -26,7 +26,6 @@ the label column holds task ids or JSON objects as above (README, "At scale").
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -34,6 +33,7 @@ from typing import Any
 import httpx
 
 from rewardlab.rl.grm_reward import completion_text
+from rewardlab.rl.reward_requests import label_fields
 
 URL_VARIABLE = "REWARDLAB_REWARD_URL"
 TOKEN_VARIABLE = "REWARDLAB_REWARD_TOKEN"
@@ -104,15 +104,6 @@ def prompt_turns(prompt: str | list[dict]) -> list[dict]:
     return [{"role": m["role"], "text": completion_text([m])} for m in messages]
 
 
-def label_item(label: str | dict) -> dict[str, Any]:
-    """A task id or a JSON object (text or dict) of item fields, as item fields."""
-    if isinstance(label, dict):
-        return dict(label)
-    if label.lstrip().startswith("{"):
-        return json.loads(label)
-    return {"task_id": label}
-
-
 async def compute_score(
     data_source: str,
     solution_str: str,
@@ -128,7 +119,7 @@ async def compute_score(
     if not url:
         raise ValueError(f"compute_score needs url= (veRL reward_kwargs) or ${URL_VARIABLE}")
     token = token or os.environ.get(TOKEN_VARIABLE)
-    item = label_item(ground_truth) | {"response": solution_str}
+    item = label_fields(ground_truth) | {"response": solution_str}
     answer = await post_items(url, token, [item])
     judged = answer["items"][0]
     return {"score": judged["reward"], "expected_level": judged["expected_level"]}

@@ -240,6 +240,17 @@ class ItemResolver:
         return ref, clip.samples
 
 
-def clip_base64(path: Path) -> str:
-    """A clip file as the ``base64`` of an inline turn's audio."""
-    return base64.b64encode(Path(path).read_bytes()).decode()
+def label_fields(label: str | dict, index: int = 0) -> dict[str, Any]:
+    """A label naming what to judge against (OpenRLHF's ``labels``, veRL's ``ground_truth``):
+    a task id, or a JSON object (text or dict) of item fields without ``response``."""
+    if isinstance(label, str) and not label.lstrip().startswith("{"):
+        return {"task_id": label}
+    fields = label
+    if isinstance(label, str):
+        try:
+            fields = json.loads(label)
+        except json.JSONDecodeError as error:
+            raise ItemError(index, "labels", f"invalid JSON: {error.msg}") from None
+    if not isinstance(fields, dict) or "response" in fields:
+        raise ItemError(index, "labels", "a task id, or a JSON object of item fields, no response")
+    return dict(fields)

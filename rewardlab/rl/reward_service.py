@@ -42,7 +42,13 @@ from rewardlab.grm.encoding import JudgeItem
 from rewardlab.grm.judge_format import JudgeInputError
 from rewardlab.rl.grm_reward import GRMReward
 from rewardlab.rl.reward_batcher import Metrics, RewardBatcher
-from rewardlab.rl.reward_requests import ItemError, ItemResolver, ResolvedItem, RewardItem
+from rewardlab.rl.reward_requests import (
+    ItemError,
+    ItemResolver,
+    ResolvedItem,
+    RewardItem,
+    label_fields,
+)
 from rewardlab.schema import Order
 
 END_MARKERS = ("<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>", "<|end|>", "<eos>")
@@ -121,16 +127,7 @@ def openrlhf_items(body: Any, service: RewardService) -> list[dict]:
     items = []
     for index, (text, prompt, label) in enumerate(zip(query, prompts, labels, strict=True)):
         response = service.reply_of(text, prompt, index)
-        if label.lstrip().startswith("{"):
-            try:
-                fields = json.loads(label)
-            except json.JSONDecodeError as error:
-                raise ItemError(index, "labels", f"invalid JSON: {error.msg}") from None
-            if not isinstance(fields, dict) or "response" in fields:
-                raise ItemError(index, "labels", "a JSON object of item fields, no response")
-            items.append({**fields, "response": response})
-        else:
-            items.append({"task_id": label, "response": response})
+        items.append(label_fields(label, index) | {"response": response})
     return items
 
 
