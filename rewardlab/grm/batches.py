@@ -142,8 +142,8 @@ class PairedBatchSampler:
 
 
 class GRMCollator:
-    """(example, order, step) rows -> a padded batch with ``target`` (B, 2K+1) and critique
-    labels.
+    """(example, order, step) rows -> a padded batch with ``target`` (B, 2K+1), critique
+    labels, and for the order-consistency term each row's shown order and its twin's row.
 
     Its random choices are seeded by (seed, step, task, order), not drawn from a running
     generator, so a resumed run draws exactly what the uninterrupted run would have; what
@@ -177,11 +177,12 @@ class GRMCollator:
         step = rows[0][2]
         share = self.schedule.fixed_order_share_at(step)
         last_turns = self.schedule.last_turns(step)
-        prompts, targets = [], []
+        prompts, targets, shown = [], [], []
         for example, order, _ in rows:
             rng = random.Random(f"{self.seed}:{step}:{example.task_id}:{order}")
             if rng.random() < share:
                 order = Order.POLICY_FIRST
+            shown.append(order)
             critique = example.critique if rng.random() < self.critique_share else None
             if critique is not None and order == Order.REFERENCE_FIRST:
                 critique = swap_response_labels(critique)
@@ -189,4 +190,20 @@ class GRMCollator:
             targets.append(shown_target(example.target, order))
         batch = collate_full(prompts, self.encoder.tokenizer.pad_token_id)
         batch["target"] = torch.from_numpy(np.stack(targets)).float()  # (B, 2K+1)
+        batch["reference_first"] = torch.tensor([o == Order.REFERENCE_FIRST for o in shown])
+        batch["partner"] = order_partners([id(row[0]) for row in rows], shown)
         return batch
+
+
+def order_partners(examples: list[int], shown: list[Order]) -> torch.Tensor:
+    """(B,) per row, the row showing the same example in the other order, or -1: the pairs
+    the order-consistency term compares. Rows the fixed-order share turned policy-first, and a
+    row whose twin fell into another device batch, have none."""
+    first_row: dict[tuple[int, Order], int] = {}
+    for row, key in enumerate(zip(examples, shown, strict=True)):
+        first_row.setdefault(key, row)
+    partner = []
+    for example, order in zip(examples, shown, strict=True):
+        other = Order.POLICY_FIRST if order == Order.REFERENCE_FIRST else Order.REFERENCE_FIRST
+        partner.append(first_row.get((example, other), -1))
+    return torch.tensor(partner)

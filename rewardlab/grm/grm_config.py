@@ -67,6 +67,13 @@ class GRMConfig(TrainingArguments, BackboneArguments):
     critique_share: float = field(
         default=0.3, metadata={"help": "share of examples with a rationale trained with it"}
     )
+    order_consistency_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "weight of the symmetric KL between the verdict distributions of a task's "
+            "two presentation orders (both policy vs reference); 0 trains each order alone"
+        },
+    )
     fixed_order_share: float = field(
         default=0.5,
         metadata={
@@ -131,6 +138,10 @@ class GRMConfig(TrainingArguments, BackboneArguments):
                 f"train_sampling_strategy {self.train_sampling_strategy!r}: a GRM trains on"
                 " batches that keep both orders of a task together (group_by_length, the"
                 " default); leave the field out"
+            )
+        if self.order_consistency_weight < 0:
+            raise ValueError(
+                f"order_consistency_weight must be >= 0, got {self.order_consistency_weight}"
             )
         if self.critique_weight < 0:
             raise ValueError(f"critique_weight must be >= 0, got {self.critique_weight}")

@@ -5,13 +5,20 @@ the verdict tokens at the verdict slot::
 
     verdict_loss  = -sum_i q_i * log_softmax(z)_i            (cross-entropy to a soft target)
     critique_loss = mean token NLL of the critique (rationale), where the example has one
+    order_loss    = symmetric KL between the two orders' distributions (policy vs reference)
     loss          = verdict_loss + critique_weight * critique_loss
+                    + order_consistency_weight * order_loss
 
 Every example appears in both presentation orders (`SwappedPairs`): shown reference-first,
 its target is reversed (level negated) and its critique re-labelled. Early in training a
 share of examples is shown policy-first whatever their order (`GRMSchedule`'s fixed-order
 share): which slot holds the better reply and what the audio says form an XOR that a
 random-init model does not start on; learning the cue in one order first, then both, does.
+
+Both orders of a task share one batch, so the order term compares them directly: without
+it a judge learns each order's verdict separately, and on pairs it is unsure of the two
+orders disagree in sign (position consistency about 0.7 on the demo world), which the
+order-averaged reward hides but pays for in signal.
 """
 
 from __future__ import annotations
@@ -39,6 +46,23 @@ from rewardlab.grm.grm_config import GRMConfig
 from rewardlab.grm.judge_format import JudgeFormat
 from rewardlab.grm.model import verdict_logits
 from rewardlab.grm.schedule import GRMSchedule
+
+
+def order_consistency_loss(
+    log_p: torch.Tensor, reference_first: torch.Tensor, partner: torch.Tensor
+) -> torch.Tensor:
+    """Symmetric KL between the two orders' verdict distributions, both policy vs reference.
+
+    `log_p` (B, L) is over levels *as shown*; a reference-first row's distribution is reversed
+    to policy vs reference first. Each row with a twin (`partner` >= 0) adds KL(row || twin),
+    so a pair adds both directions; the mean is over those rows (0 when no row has a twin).
+    """
+    canonical = torch.where(reference_first[:, None], log_p.flip(-1), log_p)
+    rows = (partner >= 0).nonzero().squeeze(-1)
+    if rows.numel() == 0:
+        return log_p.sum() * 0.0
+    mine, theirs = canonical[rows], canonical[partner[rows]]
+    return (mine.exp() * (mine - theirs)).sum(-1).mean()
 
 
 class HistoryRestart(TrainerCallback):
@@ -141,6 +165,10 @@ class GRMTrainer(Trainer):
         log_p = F.log_softmax(logits.float(), dim=-1)  # (B, L)
         verdict_loss = -(target * log_p).sum(-1).mean()
         loss = verdict_loss
+        if self.args.order_consistency_weight:
+            consistency = order_consistency_loss(log_p, inputs["reference_first"], inputs["partner"])
+            loss = loss + self.args.order_consistency_weight * consistency
+            self.step_metrics["order_consistency_loss"].append(consistency.item())
         labels = inputs["labels"]  # (B, T), -100 outside critiques
         if self.args.critique_weight and (labels != -100).any():
             critique_loss = F.cross_entropy(

@@ -69,12 +69,16 @@ class LevelDistribution:
         return self.expected_level().mean(axis=1)
 
 
+# collated batch entries that the loss reads and the model must not see
+TRAINING_KEYS = ("verdict_index", "labels", "target", "reference_first", "partner")
+
+
 def verdict_logits(model: Any, batch: dict[str, torch.Tensor], verdict_ids: torch.Tensor):
     """(B, 2K+1) logits of the verdict tokens at each row's verdict slot; also the LM logits.
 
     One ordinary forward through the (possibly wrapped: PEFT, DDP, DeepSpeed) model.
     """
-    inputs = {k: v for k, v in batch.items() if k not in ("verdict_index", "labels", "target")}
+    inputs = {k: v for k, v in batch.items() if k not in TRAINING_KEYS}
     logits = model(**inputs).logits  # (B, T, V)
     rows = logits[torch.arange(logits.shape[0], device=logits.device), batch["verdict_index"]]
     return rows[:, verdict_ids], logits
