@@ -166,7 +166,9 @@ class GRMTrainer(Trainer):
         verdict_loss = -(target * log_p).sum(-1).mean()
         loss = verdict_loss
         if self.args.order_consistency_weight:
-            consistency = order_consistency_loss(log_p, inputs["reference_first"], inputs["partner"])
+            consistency = order_consistency_loss(
+                log_p, inputs["reference_first"], inputs["partner"]
+            )
             loss = loss + self.args.order_consistency_weight * consistency
             self.step_metrics["order_consistency_loss"].append(consistency.item())
         labels = inputs["labels"]  # (B, T), -100 outside critiques
