@@ -176,6 +176,6 @@ def plot_probes(table: dict[str, dict[str, float]]) -> Figure:
     shifts.barh(y + 0.2, absolute, height=0.4, color=GREY, label="mean |shift|")
     shifts.axvline(0, color="black", linewidth=1)
     shifts.set_xlabel("shift of the expected level (probe - original)")
-    shifts.legend(fontsize=8, loc="lower right")
+    shifts.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     figure.suptitle("Bias probes")
     return figure
