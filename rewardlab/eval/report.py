@@ -91,9 +91,10 @@ SECTIONS: tuple[tuple[str, str, str, tuple[str, ...], tuple[str, ...]], ...] = (
         "The test tasks judged again with something changed that should not move the verdict:"
         " the user's clips louder or quieter by 6 dB, padded with 1 s of silence at each end,"
         " or 10% faster or slower at the same pitch (for both responses alike), and a neutral"
-        " sentence appended to the policy's or the reference's response. Shift: the"
-        " order-averaged expected level under the probe minus the original (positive: towards"
-        " the policy); flip rate: the share of decided tasks whose winner changes.",
+        " sentence appended to the policy's or the reference's response (a judge that rewards"
+        " length moves towards the longer one). Shift: the order-averaged expected level under"
+        " the probe minus the original (positive: towards the policy), error bars 1.96 SE;"
+        " flip rate: the share of decided tasks whose winner changes.",
         (),
         ("probes",),
     ),
