@@ -109,6 +109,11 @@ class ClipTransform:
     def applies_to(self, role: str) -> bool:
         return role in self.roles
 
+    @property
+    def reads_clip(self) -> bool:
+        """False when the output does not depend on the clip (silence): it need not be loaded."""
+        return self.kind != "silence"
+
     def __call__(self, samples: np.ndarray, sample_rate: int) -> np.ndarray:
         if self.kind == "identity":
             return samples

@@ -26,7 +26,7 @@ from rewardlab.audio_probes import (
 from rewardlab.eval.probe_metrics import debiased_expected, probe_metrics, probe_shift
 from rewardlab.grm.encoding import JudgeItem
 from rewardlab.grm.examples import load_examples
-from rewardlab.grm.judge_format import JudgeFormat
+from rewardlab.grm.judge_format import JudgeFormat, JudgeInputError
 from rewardlab.grm.model import GenerativeRewardModel
 from rewardlab.grm.probes import FILLER, LENGTH_PROBES, probe_probs
 from rewardlab.grm.tiny import build_tiny_backbone, corpus_texts
@@ -103,6 +103,7 @@ def test_transforms_refuse_bad_settings():
         clip_transform("loud")
     assert clip_transform("silence") is SILENCE and clip_transform(ORIGINAL) is ORIGINAL
     assert len(SILENCE(speechlike(3.0), RATE)) == RATE and not SILENCE(sine(440, 2), RATE).any()
+    assert not SILENCE.reads_clip and all(probe.reads_clip for probe in ACOUSTIC_PROBES)
 
 
 # -- the metrics ------------------------------------------------------------------------------
@@ -192,6 +193,22 @@ def test_a_transform_changes_the_user_clips_only(backbones, tmp_path):
         assert encoded.feature_lengths[1] == heard["audio"].feature_lengths[1]
     padded, original = heard["pad_1s"].feature_lengths, heard["audio"].feature_lengths
     assert [p - o for p, o in zip(padded, original, strict=True)] == [100, 0, 100]  # hop 320
+
+
+def test_silence_replaces_every_clip_without_reading_it(backbones, tmp_path):
+    """A media folder without the clips: heard as recorded, the task is refused; with the
+    audio removed, every clip is the features of one second of zeros."""
+    grm = GenerativeRewardModel.load(backbones["audio"], media_root=tmp_path)
+    item = backbones["items"][0]
+    with pytest.raises(JudgeInputError, match="missing"):
+        grm.encoder.encode(item, Order.POLICY_FIRST)
+    muted = grm.encoder.encode(item, Order.POLICY_FIRST, audio="silence")
+    extractor = grm.encoder.clip_features.extractor
+    silence = extractor(np.zeros(RATE, np.float32), sampling_rate=RATE, padding="max_length")
+    clips = [t for t in item.dialogue.turns[: item.task.turn_index + 1] if t.audio]
+    assert len(muted.features) == len(clips) > 0
+    for features in muted.features:
+        np.testing.assert_array_equal(features, silence["input_features"][0].astype(np.float16))
 
 
 def probe_shifts(grm: GenerativeRewardModel, items: list[JudgeItem], probes) -> dict:

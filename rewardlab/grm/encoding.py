@@ -120,11 +120,13 @@ class ClipFeatures:
             return self._features(owner, ref, clip_transform(mode))
 
     def _features(self, owner: str, ref: Any, transform: ClipTransform) -> tuple[np.ndarray, int]:
-        key = (transform, ref.sha256)
+        key = (transform, ref.sha256 if transform.reads_clip else None)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        if ref.sha256 in self._pinned:
+        if not transform.reads_clip:
+            samples = np.zeros(0, dtype=np.float32)
+        elif ref.sha256 in self._pinned:
             samples = self._pinned[ref.sha256][0]
         else:
             if self.media_root is None:
