@@ -10,6 +10,7 @@ import re
 import numpy as np
 import pytest
 
+from rewardlab.audio_probes import ACOUSTIC_PROBES
 from rewardlab.cli import main
 from rewardlab.eval.agreement import krippendorff_alpha_ordinal
 from rewardlab.eval.judge_metrics import (
@@ -17,6 +18,7 @@ from rewardlab.eval.judge_metrics import (
     position_consistency,
     quadratic_weighted_kappa,
 )
+from rewardlab.eval.probe_metrics import PROBE_METRICS
 from rewardlab.eval.report import json_safe
 from rewardlab.eval.reward_metrics import (
     alpha_with_rater,
@@ -29,6 +31,7 @@ from rewardlab.eval.reward_metrics import (
     reliability,
 )
 from rewardlab.grm.examples import load_examples, split_examples
+from rewardlab.grm.probes import LENGTH_PROBES
 from rewardlab.reward import RewardMapper
 
 # -- metrics against hand-worked values --------------------------------------------------------
@@ -128,6 +131,8 @@ def test_evaluation_metrics_break_down_by_group():
 
 # -- the commands on a tiny trained GRM --------------------------------------------------------
 
+PROBES = [t.name for t in ACOUSTIC_PROBES] + [p.name for p in LENGTH_PROBES]
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, demo_world):
@@ -182,6 +187,12 @@ def test_calibrate_and_evaluate_write_a_self_contained_report(trained, tmp_path,
     assert {"by_rubric", "by_rubric_axis", "by_axis", "by_audio"} <= set(metrics)
     assert {"audio_only", "text_decidable"} >= set(metrics["by_audio"])
     assert metrics["silence"]["judge/n"] == len(test)  # the audio-removed ablation
+    probes = [f"{name}/{key}" for name in PROBES for key in PROBE_METRICS]
+    assert [key[len("probes/") :] for key in metrics if key.startswith("probes/")] == probes
+    for name in PROBES:  # shifts of an expected level in -3..3; flip rates are shares
+        assert abs(metrics[f"probes/{name}/mean_shift"]) <= 6
+        assert 0 <= metrics[f"probes/{name}/flip_rate"] <= 1
+        assert metrics[f"probes/{name}/n_decided"] <= len(test)
     assert metrics["settings"]["reference"].startswith("ground truth")
     assert metrics["settings"]["mapper"]["temperature"] == saved["temperature"]
 
@@ -195,8 +206,9 @@ def test_calibrate_and_evaluate_write_a_self_contained_report(trained, tmp_path,
         "length",
         "breakdown",
         "audio_ablation",
+        "probes",
     ]
-    assert page.count("<img") == 7 and all(len(data) > 1000 for _, data in images)
+    assert page.count("<img") == 8 and all(len(data) > 1000 for _, data in images)
     assert "http" not in page and "src='/" not in page  # nothing to fetch
     for anchor in (
         "agreement",
@@ -205,10 +217,21 @@ def test_calibrate_and_evaluate_write_a_self_contained_report(trained, tmp_path,
         "length",
         "breakdowns",
         "audio",
+        "probes",
         "reward",
         "settings",
     ):
         assert f"<h2 id='{anchor}'>" in page, anchor
+
+
+def test_evaluate_without_probes_judges_no_probe(trained, tmp_path):
+    out = tmp_path / "report"
+    args = ["--grm", str(trained["grm"]), "--project", str(trained["project"])]
+    assert main(["evaluate", *args, "--out", str(out), "--no-probes"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["judge/n"] > 0 and not [key for key in metrics if key.startswith("probes/")]
+    page = (out / "report.html").read_text()
+    assert "<h2 id='probes'>" not in page and "alt='probes'" not in page
 
 
 def test_isotonic_calibration_with_fixed_normalisation(trained):

@@ -25,6 +25,10 @@ FORBIDDEN = {
     "rewardlab.demo": ("rewardlab.grm", "rewardlab.rl", "annotation_ui"),
     "rewardlab.reward": ("rewardlab.store", "rewardlab.grm", "rewardlab.rl", "annotation_ui"),
 }
+# the leaves import only rewardlab.schema
+_PACKAGES = ("store", "data", "backbones", "grm", "rl", "eval", "demo", "reward", "rubrics", "cli")
+LEAF = (*(f"rewardlab.{name}" for name in _PACKAGES), "rewardlab.commands", "annotation_ui")
+FORBIDDEN |= {leaf: LEAF for leaf in ("rewardlab.audio", "rewardlab.audio_probes")}
 
 
 def module_name(path: Path) -> str:

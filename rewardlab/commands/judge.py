@@ -76,6 +76,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
         eval_share=args.eval_share,
         split_seed=args.split_seed,
         batch_size=args.batch_size,
+        probes=args.probes,
     )
     for name in HEADLINE_METRICS:
         value = metrics[name]
@@ -132,6 +133,13 @@ def add_parsers(verbs: Verbs) -> None:
         action="store_true",
         help="score against task metadata truth.level where present (the demo"
         " world) instead of the annotators' levels",
+    )
+    evaluate.add_argument(
+        "--no-probes",
+        dest="probes",
+        action="store_false",
+        help="skip the bias probes (gain, padding, time-stretch of the user's clips; a filler"
+        " sentence appended to a response): each is one more pass over the test tasks",
     )
     evaluate.set_defaults(run=run_evaluate)
 

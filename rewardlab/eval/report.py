@@ -19,6 +19,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from rewardlab.eval.probe_metrics import probe_table
 from rewardlab.reward import MAPPER_FILE
 
 # (anchor, title, what to read in it, metric keys shown, figure names shown)
@@ -83,6 +84,19 @@ SECTIONS: tuple[tuple[str, str, str, tuple[str, ...], tuple[str, ...]], ...] = (
         "Every clip replaced by one second of silence: what the GRM gets from the audio.",
         ("judge/accuracy", "judge/qwk", "judge/consistency", "calibration/ece"),
         ("audio_ablation",),
+    ),
+    (
+        "probes",
+        "Bias probes",
+        "The test tasks judged again with something changed that should not move the verdict:"
+        " the user's clips louder or quieter by 6 dB, padded with 1 s of silence at each end,"
+        " or 10% faster or slower at the same pitch (for both responses alike), and a neutral"
+        " sentence appended to the policy's or the reference's response (a judge that rewards"
+        " length moves towards the longer one). Shift: the order-averaged expected level under"
+        " the probe minus the original (positive: towards the policy), error bars 1.96 SE;"
+        " flip rate: the share of decided tasks whose winner changes.",
+        (),
+        ("probes",),
     ),
     (
         "reward",
@@ -169,9 +183,10 @@ def render_report(
         f" {html.escape(str(settings.get('reference', '')))}; written"
         f" {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. The numbers are in metrics.json.</p>",
     ]
+    probes = probe_table(metrics)  # empty when the probes were not run
     for anchor, title, note, keys, names in SECTIONS:
         source = silence if anchor == "audio" else metrics
-        if source is None:
+        if source is None or (anchor == "probes" and not probes):
             continue
         parts.append(
             f"<h2 id='{anchor}'>{html.escape(title)}</h2><p class='note'>{html.escape(note)}</p>"
@@ -183,6 +198,8 @@ def render_report(
                 parts.append(
                     f"<h3>{html.escape(key[3:])}</h3>" + _groups_table(key[3:], metrics[key])
                 )
+        if anchor == "probes":
+            parts.append(_groups_table("probe", probes))
         if anchor == "reward":
             parts.append(_table(_mapper_rows(settings.get("mapper", {}))))
         for name in names:

@@ -153,3 +153,29 @@ def plot_audio_ablation(metrics: dict, silence: dict) -> Figure:
     ax.set_title("Audio ablation")
     ax.legend(fontsize=8)
     return figure
+
+
+def plot_probes(table: dict[str, dict[str, float]]) -> Figure:
+    """Per bias probe (`rewardlab.eval.probe_metrics.probe_table`): the verdict flip rate, and
+    the mean shift of the debiased expected level (+- 1.96 SE) beside the mean absolute shift.
+    A probe that must not matter has empty bars."""
+    names = list(table)
+    y = np.arange(len(names))
+    figure, (flips, shifts) = _subplots(
+        1, 2, figsize=(9, 0.4 * len(names) + 1.6), sharey=True, width_ratios=(1, 1.4)
+    )
+    flips.barh(y, np.nan_to_num([table[n]["flip_rate"] for n in names]), color=ORANGE)
+    flips.set_xlim(0, 1)
+    flips.set_xlabel("verdict flip rate (decided tasks)")
+    flips.set_yticks(y, names)
+    flips.invert_yaxis()  # the first probe on top
+    mean = np.nan_to_num([table[n]["mean_shift"] for n in names])
+    se = np.nan_to_num([table[n]["shift_se"] for n in names])
+    shifts.barh(y - 0.2, mean, height=0.4, xerr=1.96 * se, color=BLUE, label="mean shift")
+    absolute = np.nan_to_num([table[n]["mean_abs_shift"] for n in names])
+    shifts.barh(y + 0.2, absolute, height=0.4, color=GREY, label="mean |shift|")
+    shifts.axvline(0, color="black", linewidth=1)
+    shifts.set_xlabel("shift of the expected level (probe - original)")
+    shifts.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    figure.suptitle("Bias probes")
+    return figure

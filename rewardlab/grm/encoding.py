@@ -24,11 +24,13 @@ import torch
 from transformers import ProcessorMixin
 
 from rewardlab.audio import TARGET_SAMPLE_RATE, AudioError, load_ref
+from rewardlab.audio_probes import ClipTransform, clip_transform
 from rewardlab.grm.judge_format import JudgeFormat, JudgeInputError
 from rewardlab.schema import Dialogue, Order, Rubric, Task
 
-AudioMode = Literal["audio", "silence"]
-SILENCE_S = 1.0  # "audio removed": every clip becomes this much silence, whatever its length
+# how clips are heard: "audio" as recorded, "silence" each replaced by a second of silence, or
+# any other `ClipTransform` (a bias probe)
+AudioMode = Literal["audio", "silence"] | ClipTransform
 AUDIO_TOKEN = "<|AUDIO|>"
 
 
@@ -111,19 +113,19 @@ class ClipFeatures:
                 del self._pinned[sha256]
 
     def __call__(self, owner: str, ref: Any, mode: AudioMode) -> tuple[np.ndarray, int]:
-        """(features (mel, frames) float16, valid frames) of clip `ref`; `owner` names the
-        task or prompt in errors. Thread-safe: the reward service checks requests on its event
-        loop while the judge's thread encodes a batch."""
+        """(features (mel, frames) float16, valid frames) of clip `ref` heard through `mode`;
+        `owner` names the task or prompt in errors. Thread-safe: the reward service checks
+        requests on its event loop while the judge's thread encodes a batch."""
         with self._lock:
-            return self._features(owner, ref, mode)
+            return self._features(owner, ref, clip_transform(mode))
 
-    def _features(self, owner: str, ref: Any, mode: AudioMode) -> tuple[np.ndarray, int]:
-        key = (mode, ref.sha256 if mode == "audio" else "silence")
+    def _features(self, owner: str, ref: Any, transform: ClipTransform) -> tuple[np.ndarray, int]:
+        key = (transform, ref.sha256 if transform.reads_clip else None)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        if mode == "silence":
-            samples = np.zeros(int(SILENCE_S * TARGET_SAMPLE_RATE), dtype=np.float32)
+        if not transform.reads_clip:
+            samples = np.zeros(0, dtype=np.float32)
         elif ref.sha256 in self._pinned:
             samples = self._pinned[ref.sha256][0]
         else:
@@ -134,7 +136,7 @@ class ClipFeatures:
             except (AudioError, FileNotFoundError) as error:
                 raise JudgeInputError(owner, f"audio {ref.path!r}", str(error)) from error
         out = self.extractor(
-            samples,
+            transform(samples, TARGET_SAMPLE_RATE),
             sampling_rate=self.extractor.sampling_rate,
             return_attention_mask=True,
             padding="max_length",
@@ -147,23 +149,33 @@ class ClipFeatures:
         return value
 
     def expand(
-        self, owner: str, ids: list[int], audio_token_id: int, refs: list[Any], mode: AudioMode
+        self,
+        owner: str,
+        ids: list[int],
+        audio_token_id: int,
+        refs: list[Any],
+        roles: list[str],
+        mode: AudioMode,
     ) -> tuple[list[int], list[np.ndarray], list[int]]:
         """`ids` with each audio placeholder repeated to its clip's number of audio tokens,
-        and the clips' features and valid frame counts, in order."""
+        and the clips' features and valid frame counts, in order. `roles`: the role of each
+        clip's turn; `mode` changes the clips of the roles it names, the rest are heard as
+        recorded."""
         placeholders = sum(token == audio_token_id for token in ids)
         if placeholders != len(refs):
             raise JudgeInputError(
                 owner, "audio", f"{placeholders} audio placeholders for {len(refs)} clips"
             )
+        transform = clip_transform(mode)
         expanded: list[int] = []
         features, lengths = [], []
-        clips = iter(refs)
+        clips = iter(zip(refs, roles, strict=True))
         for token in ids:
             if token != audio_token_id:
                 expanded.append(token)
                 continue
-            feature, frames = self(owner, next(clips), mode)
+            ref, role = next(clips)
+            feature, frames = self(owner, ref, transform if transform.applies_to(role) else "audio")
             features.append(feature)
             lengths.append(frames)
             expanded.extend([token] * audio_token_count(frames))
@@ -243,8 +255,8 @@ class PromptEncoder:
         history, pair, _ = self.format.render(
             self.template, dialogue, task, item.rubric, order, audio=self.is_audio, omitted=first
         )
-        refs = [t.audio for t in dialogue.turns[: task.turn_index + 1] if t.audio]
-        history_ids, features, lengths = self._history(task.id, history, refs, audio)
+        turns = [t for t in dialogue.turns[: task.turn_index + 1] if t.audio]
+        history_ids, features, lengths = self._history(task.id, history, turns, audio)
         pair_ids = self._ids(pair)
         span = None
         if critique is not None:
@@ -253,10 +265,13 @@ class PromptEncoder:
             pair_ids += critique_ids
         return EncodedPrompt(history_ids, pair_ids + self.marker_ids, features, lengths, span)
 
-    def _history(self, owner: str, history: str, refs: list[Any], audio: AudioMode):
-        """(ids, clip features, valid frames) of a rendered history: cached, because the G
-        candidates of a prompt and both orders of each render the same history."""
-        key = (history, audio, tuple(ref.sha256 for ref in refs) if self.is_audio else ())
+    def _history(self, owner: str, history: str, turns: list[Any], audio: AudioMode):
+        """(ids, clip features, valid frames) of a rendered history with the clips of `turns`:
+        cached, because the G candidates of a prompt and both orders of each render the same
+        history."""
+        refs, roles = [t.audio for t in turns], [t.role for t in turns]
+        clips = tuple(zip((r.sha256 for r in refs), roles, strict=True)) if self.is_audio else ()
+        key = (history, clip_transform(audio), clips)
         with self._lock:
             if key in self._histories:
                 self._histories.move_to_end(key)
@@ -264,7 +279,7 @@ class PromptEncoder:
         ids, features, lengths = self._ids(history), [], []
         if self.is_audio:
             ids, features, lengths = self.clip_features.expand(
-                owner, ids, self.audio_token_id, refs, audio
+                owner, ids, self.audio_token_id, refs, roles, audio
             )
         with self._lock:
             self._histories[key] = (ids, features, lengths)

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from rewardlab.eval.probe_metrics import probe_metrics, probe_table
 from rewardlab.eval.report import json_safe, write_report
 from rewardlab.eval.reward_metrics import (
     evaluation_metrics,
@@ -30,6 +31,7 @@ from rewardlab.eval.reward_plots import (
     plot_confusion,
     plot_length,
     plot_position,
+    plot_probes,
     plot_reliability,
     plot_reward_by_level,
 )
@@ -37,6 +39,7 @@ from rewardlab.grm.calibration import choose_calibration, held_out_ece
 from rewardlab.grm.checkpoint import GRMCheckpoint, GRMSplit
 from rewardlab.grm.examples import GRMExample, split_examples
 from rewardlab.grm.model import GenerativeRewardModel
+from rewardlab.grm.probes import probe_probs
 from rewardlab.grm.recipe import reference_levels
 from rewardlab.reward import Normalize, RewardMapper
 
@@ -163,12 +166,15 @@ def evaluate(
     eval_share: float | None = None,
     split_seed: int | None = None,
     batch_size: int = 16,
+    probes: bool = True,
 ) -> tuple[Path, dict[str, Any]]:
     """Score the test half, compute every metric, write ``report.html`` and ``metrics.json``;
     returns the report's path and the metrics (NaN as None, as in the JSON).
 
     `truth`: reference levels from the task metadata's ``truth.level`` where present (the
     demo world), else the annotators'. Audio backbones are also judged with the audio removed.
+    `probes`: also judge the test half under each bias probe (`rewardlab.grm.probes`), one
+    pass per probe.
     """
     ckpt, held, grm = _held_out_and_grm(checkpoint, project, eval_share, split_seed)
     k = held.split.data.k
@@ -203,6 +209,10 @@ def evaluate(
     }
     if silence is not None:
         figures["audio_ablation"] = plot_audio_ablation(metrics, silence)
+    if probes:
+        probed = probe_probs(grm, items, batch_size=batch_size, progress=True)
+        metrics.update(probe_metrics(probs, probed))
+        figures["probes"] = plot_probes(probe_table(metrics))
     settings = {
         "grm": str(checkpoint),
         "project": str(project),

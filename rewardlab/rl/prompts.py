@@ -142,9 +142,14 @@ class PolicyPromptEncoder:
         if not self.is_audio:
             return EncodedPolicyPrompt(ids, [], [])
         turns = prompt.dialogue.turns[first : prompt.turn_index + 1]
-        refs = [turn.audio for turn in turns if turn.audio is not None]
+        heard = [turn for turn in turns if turn.audio is not None]
         ids, features, lengths = self.clip_features.expand(
-            prompt.id, ids, self.audio_token_id, refs, audio
+            prompt.id,
+            ids,
+            self.audio_token_id,
+            [turn.audio for turn in heard],
+            [turn.role for turn in heard],
+            audio,
         )
         return EncodedPolicyPrompt(ids, features, lengths)
 
