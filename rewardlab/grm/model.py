@@ -9,7 +9,12 @@ forward pass: no text is parsed, so nothing fails to parse. The history block (s
 dialogue) is run once per group of items that share it (same dialogue, turn and audio: the G
 rollouts of one prompt, with any references and rubrics) and its key/value cache reused for
 all their candidates in both presentation orders. `reasoning` mode first
-generates a critique, then reads the verdict distribution the same way.
+generates a critique, then reads the verdict distribution the same way: the critiques of a
+whole batch (items x orders, left-padded) come from one `generate`, and the verdict is read by
+one forward of the few tokens after each critique (newline, verdict marker) on that
+generation's own key/value cache, never a second pass over the prompt (`critique.py` says which
+tokens, and why the verdict equals the re-encoded prompt's). `generation="item"` keeps the
+one-at-a-time path, one `generate` per item and order and then a full forward.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from transformers import PreTrainedModel
 
 from rewardlab.backbones import freeze_audio_tower as freeze_tower
 from rewardlab.backbones import load_model, load_processor
+from rewardlab.grm.critique import critique_text, left_pad, verdict_step
 from rewardlab.grm.encoding import (
     AudioMode,
     EncodedPrompt,
@@ -156,6 +162,7 @@ class GenerativeRewardModel:
         batch_size: int = 16,
         max_new_tokens: int = 64,
         share_history: Literal["group", "item"] = "group",
+        generation: Literal["batch", "item"] = "batch",
         progress: bool = False,
     ) -> LevelDistribution:
         """Level distributions for `items` in each of `orders`, canonical orientation.
@@ -163,7 +170,10 @@ class GenerativeRewardModel:
         `share_history` (direct mode): "group" runs each distinct history once per batch for
         every item that shares it, "item" once per item (both orders still share it). Items
         are batched with their group (a stable sort by dialogue and turn), results returned in
-        the order given.
+        the order given. `generation` (reasoning mode): "batch" writes the critiques of a whole
+        batch (every item in every order) in one left-padded `generate` and reads the verdicts
+        on its cache; "item" runs one `generate` per item and order, then a full forward over
+        the prompts with their critiques. Greedy, both give the same critiques and verdicts.
         """
         was_training = self.model.training
         self.model.eval()
@@ -178,7 +188,7 @@ class GenerativeRewardModel:
             if mode == "direct":
                 logits = self._direct(chunk, orders, audio, share_history)  # (B, O, L)
             else:
-                logits, texts = self._reasoning(chunk, orders, audio, max_new_tokens)
+                logits, texts = self._reasoning(chunk, orders, audio, max_new_tokens, generation)
                 critiques.extend(texts)
             chunk_probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
             for j, order in enumerate(orders):  # shown levels back to policy-vs-reference
@@ -254,32 +264,76 @@ class GenerativeRewardModel:
         logits, _ = verdict_logits(self.model, batch, self.verdict_ids.to(self.device))
         return logits
 
-    def _reasoning(self, items, orders, audio, max_new_tokens):
+    def _reasoning(self, items, orders, audio, max_new_tokens, generation):
         """Generate a critique per (item, order), then read the verdict after it."""
-        texts: list[list[str]] = []
-        prompts = []
-        for item in items:
-            row = []
-            for order in orders:
-                prompt = self.encoder.encode(item, order, audio=audio)
-                critique = self._generate_critique(prompt, max_new_tokens)
-                row.append(critique)
-                prompts.append(self.encoder.encode(item, order, audio=audio, critique=critique))
-            texts.append(row)
-        return self._full_forward(prompts).view(len(items), len(orders), -1), texts
+        pairs = [(item, order) for item in items for order in orders]  # item-major
+        prompts = [self.encoder.encode(item, order, audio=audio) for item, order in pairs]
+        if generation == "batch":
+            texts, generated = self._generate_batch(prompts, max_new_tokens)
+        else:
+            texts = [self._generate_critique(prompt, max_new_tokens) for prompt in prompts]
+        judged = [
+            self.encoder.encode(item, order, audio=audio, critique=text)
+            for (item, order), text in zip(pairs, texts, strict=True)
+        ]
+        rows = [texts[i : i + len(orders)] for i in range(0, len(texts), len(orders))]
+        # a critique can push a long dialogue over max_tokens, which then drops a turn: the
+        # generation's cache no longer holds the prompt, so score the full sequences
+        continued = all(
+            j.history_ids == p.history_ids
+            and j.pair_ids[: j.critique_span[0]] == self._critique_prompt(p)[len(p.history_ids) :]
+            for j, p in zip(judged, prompts, strict=True)
+        )
+        if generation == "batch" and continued:
+            continuations = [j.pair_ids[j.critique_span[0] :] for j in judged]
+            logits = self._verdict_on_cache(generated, continuations)
+        else:
+            logits = self._full_forward(judged)
+        return logits.view(len(items), len(orders), -1), rows
+
+    def _critique_prompt(self, prompt: EncodedPrompt) -> list[int]:
+        """The prompt without its verdict marker: the critique comes before the marker."""
+        return prompt.history_ids + prompt.pair_ids[: -len(self.encoder.marker_ids)]
+
+    def _greedy(self, max_new_tokens: int) -> dict[str, Any]:
+        return {
+            "max_new_tokens": max_new_tokens,
+            "do_sample": False,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "eos_token_id": self.tokenizer.eos_token_id,
+        }
 
     def _generate_critique(self, prompt: EncodedPrompt, max_new_tokens: int) -> str:
-        # the prompt without its verdict marker: the critique comes before the marker
-        marker = len(self.encoder.marker_ids)
-        ids = prompt.history_ids + prompt.pair_ids[:-marker]
+        ids = self._critique_prompt(prompt)
         batch = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids))}
         batch = self._to_device({**batch, **audio_batch([prompt])})
-        out = self.model.generate(
-            **batch,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self.tokenizer.eos_token_id,
-        )
+        out = self.model.generate(**batch, **self._greedy(max_new_tokens))
         text = self.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
-        return text.split(self.format.verdict_marker)[0].strip() or "(no critique)"
+        return critique_text(text, self.format.verdict_marker)
+
+    def _generate_batch(self, prompts: list[EncodedPrompt], max_new_tokens: int):
+        """Every prompt's critique from one left-padded `generate`; also the generation (its
+        prompt mask, generated ids and key/value cache) for `_verdict_on_cache`."""
+        ids, mask = left_pad(
+            [self._critique_prompt(p) for p in prompts], self.tokenizer.pad_token_id
+        )
+        batch = self._to_device({"input_ids": ids, "attention_mask": mask, **audio_batch(prompts)})
+        out = self.model.generate(
+            **batch, **self._greedy(max_new_tokens), return_dict_in_generate=True
+        )
+        new = out.sequences[:, ids.shape[1] :]  # (B, G): after EOS, pad
+        decoded = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        texts = [critique_text(text, self.format.verdict_marker) for text in decoded]
+        return texts, (mask, new.cpu(), out.past_key_values)
+
+    def _verdict_on_cache(self, generated, continuations: list[list[int]]) -> torch.Tensor:
+        """(B, 2K+1) verdict logits from one forward of each row's last few tokens on the
+        generation's cache (see `critique.verdict_step`)."""
+        mask, new, cache = generated
+        cached = new[:, : cache.get_seq_length() - mask.shape[1]]  # (B, C): the last is not
+        step = verdict_step(mask, cached, continuations, self.tokenizer.pad_token_id)
+        read = step.pop("verdict_index")
+        step = self._to_device(step)
+        logits = self.model(**step, past_key_values=cache, use_cache=False).logits  # (B, T, V)
+        rows = logits[torch.arange(len(continuations)), read.to(logits.device)]
+        return rows[:, self.verdict_ids.to(rows.device)]
