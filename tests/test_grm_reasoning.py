@@ -12,7 +12,7 @@ from rewardlab.grm.critique import NO_CRITIQUE, critique_text, left_pad, verdict
 from rewardlab.grm.encoding import EncodedPrompt
 from rewardlab.grm.examples import load_examples
 from rewardlab.grm.judge_format import JudgeFormat
-from rewardlab.grm.model import GenerativeRewardModel
+from rewardlab.grm.model import GenerativeRewardModel, history_key
 from rewardlab.grm.tiny import build_tiny_backbone, corpus_texts
 from rewardlab.schema import Order
 
@@ -95,11 +95,13 @@ def test_batched_reasoning_equals_one_at_a_time(world):
     assert np.ptp(batched.probs[:, 0, 3]) > 0  # the items are told apart
 
 
-def test_batched_verdict_is_one_short_forward_on_the_generation_cache(world):
-    """After the generate (prefill, then one token per step) the only forward is the verdict
-    step: a few tokens per row, shorter than any prompt; no second pass over the prompts."""
+def test_batched_reasoning_runs_each_history_once_and_no_second_full_pass(world):
+    """One pass over each distinct history (both orders share it), the generate going on from
+    its cache (the pair blocks, then one token per step), and the verdict step: a few tokens
+    per row, shorter than any prompt. No forward runs over a whole prompt."""
     grm, items = world
     items = items[:4]
+    prompts = [grm.encoder.encode(item, order) for item in items for order in Order]
     widths: list[tuple[int, int]] = []
     hook = grm.model.register_forward_pre_hook(
         lambda _, args, kwargs: widths.append(tuple(kwargs["input_ids"].shape)),
@@ -109,9 +111,14 @@ def test_batched_verdict_is_one_short_forward_on_the_generation_cache(world):
         grm.judge(items, mode="reasoning", max_new_tokens=6, batch_size=4)
     finally:
         hook.remove()
-    shortest = min(len(grm.encoder.encode(item, o)) for item in items for o in Order)
-    prefill, *decode, verdict = widths
-    assert prefill[0] == 8 and prefill[1] >= shortest  # all 8 rows in one prefill
+    shortest = min(len(p) for p in prompts)
+    history, pairs, *decode, verdict = widths
+    assert history == (
+        len({history_key(p) for p in prompts}),
+        max(len(p.history_ids) for p in prompts),
+    )
+    assert history[0] <= 4  # the two orders of an item share their history
+    assert pairs == (8, max(len(p.pair_ids) for p in prompts) - len(grm.encoder.marker_ids))
     assert decode == [(8, 1)] * 5
     assert verdict[0] == 8 and 2 <= verdict[1] < shortest
 

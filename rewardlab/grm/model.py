@@ -221,43 +221,50 @@ class GenerativeRewardModel:
         """Shared history: one pass over each distinct history, then every (item, order)
         pair block on its cache."""
         encoded = [[self.encoder.encode(item, o, audio=audio) for o in orders] for item in items]
+        flat = [e for row in encoded for e in row]  # (B*O) rows, item-major
         if any(len({len(e.history_ids) for e in row}) != 1 for row in encoded):
             # truncation differed between orders: no shared prefix, score the full sequences
-            flat = [e for row in encoded for e in row]
             return self._full_forward(flat).view(len(items), len(orders), -1)
-        pad = self.tokenizer.pad_token_id
-        owner: dict[Any, int] = {}  # history key -> its row in the history batch
-        histories: list[EncodedPrompt] = []
-        rows_of_items = []
-        for index, row in enumerate(encoded):
-            key = history_key(row[0]) if share_history == "group" else index
-            if key not in owner:
-                owner[key] = len(histories)
-                histories.append(row[0])
-            rows_of_items.append(owner[key])
-        history_ids = pad_rows([h.history_ids for h in histories], pad)  # (H, Th)
-        history_len = torch.tensor([len(h.history_ids) for h in histories])
-        history_mask = (torch.arange(history_ids.shape[1])[None] < history_len[:, None]).long()
-        batch = self._to_device(
-            {"input_ids": history_ids, "attention_mask": history_mask, **audio_batch(histories)}
+        keys = [
+            history_key(row[0]) if share_history == "group" else i for i, row in enumerate(encoded)
+        ]
+        cache, history_mask, history_len = self._history_cache(
+            flat, [key for key in keys for _ in orders]
         )
-        cache = self.model(**batch, use_cache=True).past_key_values
-        # each (item, order) row reads its history's cache row
-        select = torch.tensor(rows_of_items).repeat_interleave(len(orders))  # (B*O,)
-        cache.batch_select_indices(select.to(self.device))
-        pairs = [e.pair_ids for row in encoded for e in row]  # (B*O) rows, item-major
+        pad = self.tokenizer.pad_token_id
+        pairs = [e.pair_ids for e in flat]
         pair_ids = pad_rows(pairs, pad)  # (B*O, Tp)
         pair_len = torch.tensor([len(p) for p in pairs])
         pair_mask = (torch.arange(pair_ids.shape[1])[None] < pair_len[:, None]).long()
-        starts = history_len[select]
-        position_ids = starts[:, None] + torch.arange(pair_ids.shape[1])[None]  # (B*O, Tp)
-        mask = torch.cat([history_mask[select], pair_mask], dim=1)
+        position_ids = history_len[:, None] + torch.arange(pair_ids.shape[1])[None]  # (B*O, Tp)
+        mask = torch.cat([history_mask, pair_mask], dim=1)
         step = self._to_device(
             {"input_ids": pair_ids, "attention_mask": mask, "position_ids": position_ids}
         )
         logits = self.model(**step, past_key_values=cache, use_cache=False).logits  # (B*O,Tp,V)
         rows = logits[torch.arange(len(pairs)), (pair_len - 1).to(logits.device)]
         return rows[:, self.verdict_ids.to(rows.device)].view(len(items), len(orders), -1)
+
+    def _history_cache(self, prompts: list[EncodedPrompt], keys: list[Any]):
+        """One pass over each distinct history (prompts of equal key share one), its key/value
+        cache then given one row per prompt; with each prompt's history mask (N, Th) and
+        length (N,), the history right-padded."""
+        owner: dict[Any, int] = {}  # history key -> its row in the history batch
+        histories: list[EncodedPrompt] = []
+        for prompt, key in zip(prompts, keys, strict=True):
+            if key not in owner:
+                owner[key] = len(histories)
+                histories.append(prompt)
+        history_ids = pad_rows([h.history_ids for h in histories], self.tokenizer.pad_token_id)
+        history_len = torch.tensor([len(h.history_ids) for h in histories])  # (H,)
+        history_mask = (torch.arange(history_ids.shape[1])[None] < history_len[:, None]).long()
+        batch = self._to_device(
+            {"input_ids": history_ids, "attention_mask": history_mask, **audio_batch(histories)}
+        )
+        cache = self.model(**batch, use_cache=True).past_key_values
+        select = torch.tensor([owner[key] for key in keys])  # (N,): each prompt's history row
+        cache.batch_select_indices(select.to(self.device))
+        return cache, history_mask[select], history_len[select]
 
     def _full_forward(self, prompts: list[EncodedPrompt]) -> torch.Tensor:
         batch = self._to_device(collate_full(prompts, self.tokenizer.pad_token_id))
@@ -312,14 +319,26 @@ class GenerativeRewardModel:
         return critique_text(text, self.format.verdict_marker)
 
     def _generate_batch(self, prompts: list[EncodedPrompt], max_new_tokens: int):
-        """Every prompt's critique from one left-padded `generate`; also the generation (its
-        prompt mask, generated ids and key/value cache) for `_verdict_on_cache`."""
-        ids, mask = left_pad(
-            [self._critique_prompt(p) for p in prompts], self.tokenizer.pad_token_id
-        )
-        batch = self._to_device({"input_ids": ids, "attention_mask": mask, **audio_batch(prompts)})
+        """Every prompt's critique from one `generate`; also the generation (its prompt mask,
+        generated ids and key/value cache) for `_verdict_on_cache`.
+
+        The generation starts on the shared history cache (each distinct history run once,
+        as in direct mode); each row is its history, right-padded, then its pair block
+        left-padded, so that every row's critique starts in the same column. Positions follow
+        the mask, so the padding in the middle holds none.
+        """
+        pad = self.tokenizer.pad_token_id
+        cache, history_mask, _ = self._history_cache(prompts, [history_key(p) for p in prompts])
+        history_ids = pad_rows([p.history_ids for p in prompts], pad)  # (B, Th): cached
+        pairs = [self._critique_prompt(p)[len(p.history_ids) :] for p in prompts]
+        pair_ids, pair_mask = left_pad(pairs, pad)  # (B, Tp)
+        ids = torch.cat([history_ids, pair_ids], dim=1)  # (B, Th + Tp)
+        mask = torch.cat([history_mask, pair_mask], dim=1)
         out = self.model.generate(
-            **batch, **self._greedy(max_new_tokens), return_dict_in_generate=True
+            **self._to_device({"input_ids": ids, "attention_mask": mask}),
+            past_key_values=cache,
+            return_dict_in_generate=True,
+            **self._greedy(max_new_tokens),
         )
         new = out.sequences[:, ids.shape[1] :]  # (B, G): after EOS, pad
         decoded = self.tokenizer.batch_decode(new, skip_special_tokens=True)
