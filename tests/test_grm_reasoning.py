@@ -24,7 +24,9 @@ def world(tmp_path_factory, demo_world):
     root = tmp_path_factory.mktemp("grm-reasoning")
     backbone = build_tiny_backbone(root / "tiny", texts, size=TINY_GRM_SIZE)
     grm = GenerativeRewardModel.load(backbone, media_root=data.media_root)
-    return grm, [e.item for e in data.examples]
+    text = build_tiny_backbone(root / "tiny-text", texts, audio=False, size=TINY_GRM_SIZE)
+    world = {"audio": grm, "text": GenerativeRewardModel.load(text)}
+    return world, [e.item for e in data.examples]
 
 
 def test_critique_is_the_text_before_the_marker_stripped():
@@ -72,14 +74,16 @@ def count_generate(model) -> list[int]:
     return calls
 
 
-def test_batched_reasoning_equals_one_at_a_time(world):
-    """Prompts of different lengths (left padding), both orders, audio: the same greedy
-    critiques and the same verdict distributions, from one generate per batch."""
-    grm, items = world
-    items = items[:6]
+@pytest.mark.parametrize("backbone", ["audio", "text"])
+def test_batched_reasoning_equals_one_at_a_time(world, backbone):
+    """Prompts of different lengths (left padding), both orders, audio (or transcripts): the
+    same greedy critiques and the same verdict distributions, from one generate per batch."""
+    grms, items = world
+    grm, items = grms[backbone], items[:6]
     lengths = {len(grm.encoder.encode(item, "policy_first")) for item in items}
     assert len(lengths) >= 4  # the batch really is left-padded
-    assert any(grm.encoder.encode(item, "policy_first").features for item in items)
+    has_audio = any(grm.encoder.encode(item, "policy_first").features for item in items)
+    assert has_audio == (backbone == "audio")
     calls = count_generate(grm.model)
     try:
         batched = grm.judge(items, mode="reasoning", max_new_tokens=12, batch_size=4)
@@ -99,8 +103,8 @@ def test_batched_reasoning_runs_each_history_once_and_no_second_full_pass(world)
     """One pass over each distinct history (both orders share it), the generate going on from
     its cache (the pair blocks, then one token per step), and the verdict step: a few tokens
     per row, shorter than any prompt. No forward runs over a whole prompt."""
-    grm, items = world
-    items = items[:4]
+    grms, items = world
+    grm, items = grms["audio"], items[:4]
     prompts = [grm.encoder.encode(item, order) for item in items for order in Order]
     widths: list[tuple[int, int]] = []
     hook = grm.model.register_forward_pre_hook(
@@ -127,7 +131,8 @@ def test_verdict_on_the_cache_equals_a_full_forward_over_the_generated_tokens(wo
     """Where every generated token is kept (continuation = the generated ids, then the
     marker), the verdict read on the left-padded generation's cache equals a full forward
     over each prompt with those very tokens."""
-    grm, items = world
+    grms, items = world
+    grm = grms["audio"]
     prompts = [grm.encoder.encode(item, order) for item in items[:4] for order in Order]
     _, generated = grm._generate_batch(prompts, max_new_tokens=8)
     tokens = generated[1][:, :7].tolist()  # the 7 generated tokens whose key/values are cached
@@ -146,3 +151,24 @@ def test_verdict_on_the_cache_equals_a_full_forward_over_the_generated_tokens(wo
             ]
         )
     np.testing.assert_allclose(torch.softmax(on_cache, -1), torch.softmax(full, -1), atol=1e-5)
+
+
+def test_a_critique_that_pushes_the_prompt_past_max_tokens_is_scored_as_re_encoded(world):
+    """With room for the prompt but not its critique, the re-encoded prompt drops its oldest
+    turn: the generation's cache no longer holds it, and both paths score the re-encoded one."""
+    grms, items = world
+    grm = grms["audio"]
+    items = [item for item in items if item.task.turn_index >= 1][:2]
+    longest = max(len(grm.encoder.encode(item, order)) for item in items for order in Order)
+    kept = grm.encoder.max_tokens
+    grm.encoder.max_tokens = longest + 2
+    try:
+        batched = grm.judge(items, mode="reasoning", max_new_tokens=12)
+        single = grm.judge(items, mode="reasoning", max_new_tokens=12, generation="item")
+        critique = batched.critiques[0][0]
+        with_critique = grm.encoder.encode(items[0], Order.POLICY_FIRST, critique=critique)
+    finally:
+        grm.encoder.max_tokens = kept
+    assert with_critique.history_ids != grm.encoder.encode(items[0], Order.POLICY_FIRST).history_ids
+    assert batched.critiques == single.critiques
+    np.testing.assert_allclose(batched.probs, single.probs, atol=1e-4)
