@@ -135,7 +135,7 @@ def test_verdict_on_the_cache_equals_a_full_forward_over_the_generated_tokens(wo
     grm = grms["audio"]
     prompts = [grm.encoder.encode(item, order) for item in items[:4] for order in Order]
     _, generated = grm._generate_batch(prompts, max_new_tokens=8)
-    tokens = generated[1][:, :7].tolist()  # the 7 generated tokens whose key/values are cached
+    tokens = generated.tokens[:, :7].tolist()  # the 7 generated tokens whose key/values are cached
     marker = grm.encoder.marker_ids
     with torch.no_grad():
         on_cache = grm._verdict_on_cache(generated, [t + marker for t in tokens])

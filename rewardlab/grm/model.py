@@ -9,12 +9,13 @@ forward pass: no text is parsed, so nothing fails to parse. The history block (s
 dialogue) is run once per group of items that share it (same dialogue, turn and audio: the G
 rollouts of one prompt, with any references and rubrics) and its key/value cache reused for
 all their candidates in both presentation orders. `reasoning` mode first
-generates a critique, then reads the verdict distribution the same way: the critiques of a
-whole batch (items x orders, left-padded) come from one `generate`, and the verdict is read by
-one forward of the few tokens after each critique (newline, verdict marker) on that
-generation's own key/value cache, never a second pass over the prompt (`critique.py` says which
-tokens, and why the verdict equals the re-encoded prompt's). `generation="item"` keeps the
-one-at-a-time path, one `generate` per item and order and then a full forward.
+generates a critique, then reads the verdict distribution the same way. The critiques of a
+whole batch (every item in both orders) come from one `generate` that starts on the shared
+history cache, the pair blocks left-padded; each verdict is then read by one forward of the few
+tokens after its critique (newline, verdict marker) on that generation's own key/value cache,
+never a second pass over the prompt (`critique.py` says which tokens, and why the verdict
+equals the re-encoded prompt's). `generation="item"` keeps the one-at-a-time path: one
+`generate` per item and order, then a full forward.
 """
 
 from __future__ import annotations
@@ -84,6 +85,15 @@ def verdict_logits(model: Any, batch: dict[str, torch.Tensor], verdict_ids: torc
     logits = model(**inputs).logits  # (B, T, V)
     rows = logits[torch.arange(logits.shape[0], device=logits.device), batch["verdict_index"]]
     return rows[:, verdict_ids], logits
+
+
+@dataclass
+class Generation:
+    """A batch generation that reasoning mode reads its verdicts on."""
+
+    prompt_mask: torch.Tensor  # (B, W): the prompt's mask, padding 0
+    tokens: torch.Tensor  # (B, G) generated ids; after a row's EOS, pad
+    cache: Any  # the key/value cache of prompt and generated tokens but the last
 
 
 def history_key(prompt: EncodedPrompt) -> tuple:
@@ -171,9 +181,9 @@ class GenerativeRewardModel:
         every item that shares it, "item" once per item (both orders still share it). Items
         are batched with their group (a stable sort by dialogue and turn), results returned in
         the order given. `generation` (reasoning mode): "batch" writes the critiques of a whole
-        batch (every item in every order) in one left-padded `generate` and reads the verdicts
-        on its cache; "item" runs one `generate` per item and order, then a full forward over
-        the prompts with their critiques. Greedy, both give the same critiques and verdicts.
+        batch (every item in every order) in one `generate` and reads the verdicts on its
+        cache; "item" runs one `generate` per item and order, then a full forward over the
+        prompts with their critiques. Greedy, both give the same critiques and verdicts.
         """
         was_training = self.model.training
         self.model.eval()
@@ -286,21 +296,20 @@ class GenerativeRewardModel:
         rows = [texts[i : i + len(orders)] for i in range(0, len(texts), len(orders))]
         # a critique can push a long dialogue over max_tokens, which then drops a turn: the
         # generation's cache no longer holds the prompt, so score the full sequences
-        continued = all(
+        if generation == "batch" and all(
             j.history_ids == p.history_ids
-            and j.pair_ids[: j.critique_span[0]] == self._critique_prompt(p)[len(p.history_ids) :]
+            and j.pair_ids[: j.critique_span[0]] == self._before_marker(p)
             for j, p in zip(judged, prompts, strict=True)
-        )
-        if generation == "batch" and continued:
+        ):
             continuations = [j.pair_ids[j.critique_span[0] :] for j in judged]
             logits = self._verdict_on_cache(generated, continuations)
         else:
             logits = self._full_forward(judged)
         return logits.view(len(items), len(orders), -1), rows
 
-    def _critique_prompt(self, prompt: EncodedPrompt) -> list[int]:
-        """The prompt without its verdict marker: the critique comes before the marker."""
-        return prompt.history_ids + prompt.pair_ids[: -len(self.encoder.marker_ids)]
+    def _before_marker(self, prompt: EncodedPrompt) -> list[int]:
+        """The pair block without its verdict marker: the critique comes before the marker."""
+        return prompt.pair_ids[: -len(self.encoder.marker_ids)]
 
     def _greedy(self, max_new_tokens: int) -> dict[str, Any]:
         return {
@@ -311,16 +320,18 @@ class GenerativeRewardModel:
         }
 
     def _generate_critique(self, prompt: EncodedPrompt, max_new_tokens: int) -> str:
-        ids = self._critique_prompt(prompt)
+        ids = prompt.history_ids + self._before_marker(prompt)
         batch = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids))}
         batch = self._to_device({**batch, **audio_batch([prompt])})
         out = self.model.generate(**batch, **self._greedy(max_new_tokens))
         text = self.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
         return critique_text(text, self.format.verdict_marker)
 
-    def _generate_batch(self, prompts: list[EncodedPrompt], max_new_tokens: int):
-        """Every prompt's critique from one `generate`; also the generation (its prompt mask,
-        generated ids and key/value cache) for `_verdict_on_cache`.
+    def _generate_batch(
+        self, prompts: list[EncodedPrompt], max_new_tokens: int
+    ) -> tuple[list[str], Generation]:
+        """Every prompt's critique from one `generate`; also the generation, for
+        `_verdict_on_cache`.
 
         The generation starts on the shared history cache (each distinct history run once,
         as in direct mode); each row is its history, right-padded, then its pair block
@@ -330,8 +341,7 @@ class GenerativeRewardModel:
         pad = self.tokenizer.pad_token_id
         cache, history_mask, _ = self._history_cache(prompts, [history_key(p) for p in prompts])
         history_ids = pad_rows([p.history_ids for p in prompts], pad)  # (B, Th): cached
-        pairs = [self._critique_prompt(p)[len(p.history_ids) :] for p in prompts]
-        pair_ids, pair_mask = left_pad(pairs, pad)  # (B, Tp)
+        pair_ids, pair_mask = left_pad([self._before_marker(p) for p in prompts], pad)  # (B, Tp)
         ids = torch.cat([history_ids, pair_ids], dim=1)  # (B, Th + Tp)
         mask = torch.cat([history_mask, pair_mask], dim=1)
         out = self.model.generate(
@@ -343,14 +353,15 @@ class GenerativeRewardModel:
         new = out.sequences[:, ids.shape[1] :]  # (B, G): after EOS, pad
         decoded = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         texts = [critique_text(text, self.format.verdict_marker) for text in decoded]
-        return texts, (mask, new.cpu(), out.past_key_values)
+        return texts, Generation(mask, new.cpu(), out.past_key_values)
 
-    def _verdict_on_cache(self, generated, continuations: list[list[int]]) -> torch.Tensor:
+    def _verdict_on_cache(self, gen: Generation, continuations: list[list[int]]) -> torch.Tensor:
         """(B, 2K+1) verdict logits from one forward of each row's last few tokens on the
         generation's cache (see `critique.verdict_step`)."""
-        mask, new, cache = generated
-        cached = new[:, : cache.get_seq_length() - mask.shape[1]]  # (B, C): the last is not
-        step = verdict_step(mask, cached, continuations, self.tokenizer.pad_token_id)
+        cache = gen.cache
+        # (B, C): the generated tokens whose key/values are cached, all but the last
+        cached = gen.tokens[:, : cache.get_seq_length() - gen.prompt_mask.shape[1]]
+        step = verdict_step(gen.prompt_mask, cached, continuations, self.tokenizer.pad_token_id)
         read = step.pop("verdict_index")
         step = self._to_device(step)
         logits = self.model(**step, past_key_values=cache, use_cache=False).logits  # (B, T, V)
