@@ -1,6 +1,7 @@
 """Direct GRM scoring vs generate-then-parse vs a sequence-classification RM (the cost floor).
 
     .venv/bin/python benchmarks/bench_grm_scoring.py [--tasks 256] [--critique-tokens 256]
+        [--reasoning-tasks 32]
 
 One demo world, one tiny Qwen2-Audio GRM, the same tasks in both presentation orders:
 
@@ -10,6 +11,10 @@ One demo world, one tiny Qwen2-Audio GRM, the same tasks in both presentation or
   256 by default: their critiques run to a few hundred tokens
 - seq-cls floor: the same backbone run once over each full prompt with a linear score head
   on the last token, as a sequence-classification reward model of the same size would
+- reasoning mode, batched (`judge(mode="reasoning")`: one generate per batch of tasks in both
+  orders, the verdict read on its cache) vs one at a time (`generation="item"`: one generate
+  per task and order, then a full pass), on the first `--reasoning-tasks` tasks with critiques
+  of up to `--critique-tokens` tokens; greedy, so the verdicts must be equal
 
 Prints judgments/s for each and the ratios.
 """
@@ -25,6 +30,7 @@ from pathlib import Path
 import torch
 
 from rewardlab.demo import DemoConfig, build_demo_project
+from rewardlab.grm.critique import left_pad
 from rewardlab.grm.encoding import audio_batch, collate_full
 from rewardlab.grm.examples import load_examples
 from rewardlab.grm.model import GenerativeRewardModel
@@ -45,12 +51,9 @@ def generate_then_parse(grm: GenerativeRewardModel, items, tokens: int, batch: i
     prompts = [grm.encoder.encode(item, order) for item in items for order in Order]
     for start in range(0, len(prompts), batch):
         chunk = prompts[start : start + batch]
-        # left-pad for generation
-        rows = [p.history_ids + p.pair_ids for p in chunk]
-        width = max(map(len, rows))
         pad = grm.tokenizer.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        ids, mask = left_pad([p.history_ids + p.pair_ids for p in chunk], pad)
+        width = ids.shape[1]
         out = grm.model.generate(
             input_ids=ids,
             attention_mask=mask,
@@ -79,11 +82,28 @@ def seq_cls_floor(grm: GenerativeRewardModel, items, batch: int) -> torch.Tensor
     return torch.cat(scores)
 
 
+def reasoning_both_ways(grm: GenerativeRewardModel, items, tokens: int, batch: int) -> dict:
+    """Seconds of batched and one-at-a-time reasoning mode, and how far their results differ."""
+    kwargs = {"mode": "reasoning", "max_new_tokens": tokens, "batch_size": batch}
+    grm.judge(items[:2], **kwargs)  # warm-up of both paths
+    grm.judge(items[:2], **kwargs, generation="item")
+    batched_s, batched = timed(lambda: grm.judge(items, **kwargs))
+    single_s, single = timed(lambda: grm.judge(items, **kwargs, generation="item"))
+    return {
+        "batched_s": batched_s,
+        "single_s": single_s,
+        "same_critiques": batched.critiques == single.critiques,
+        "max_prob_diff": float(abs(batched.probs - single.probs).max()),
+        "same_verdicts": bool((batched.probs.argmax(-1) == single.probs.argmax(-1)).all()),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=256)
     parser.add_argument("--critique-tokens", type=int, default=256)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--reasoning-tasks", type=int, default=32)
     args = parser.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -105,6 +125,9 @@ def main() -> None:
             parse_s, failures = timed(
                 lambda: generate_then_parse(grm, items, args.critique_tokens, args.batch)
             )
+            reasoning = reasoning_both_ways(
+                grm, items[: args.reasoning_tasks], args.critique_tokens, args.batch
+            )
     print(
         f"{n} judgments ({len(items)} tasks x 2 orders), batch {args.batch}, CPU threads "
         f"{torch.get_num_threads()}"
@@ -117,6 +140,18 @@ def main() -> None:
     print(f"seq-cls RM floor (1 full pass):       {n / floor_s:8.1f} judgments/s")
     print(f"direct vs generate-then-parse: {parse_s / direct_s:.1f}x faster (target >= 10x)")
     print(f"direct vs seq-cls floor:       {floor_s / direct_s:.2f}x the floor's throughput")
+    r, m = reasoning, 2 * min(len(items), args.reasoning_tasks)
+    print(
+        f"reasoning mode, {m} judgments, critiques of up to {args.critique_tokens} tokens,"
+        f" batch {args.batch} tasks ({2 * args.batch} rows per generate):"
+    )
+    print(f"  batched (1 generate per batch, verdict on its cache): {m / r['batched_s']:8.2f} /s")
+    print(f"  one at a time (1 generate per judgment + full pass):  {m / r['single_s']:8.2f} /s")
+    print(
+        f"  batched vs one at a time: {r['single_s'] / r['batched_s']:.1f}x faster (target >= 5x);"
+        f" critiques identical: {r['same_critiques']}, verdicts (argmax) equal:"
+        f" {r['same_verdicts']}, max |probability difference| {r['max_prob_diff']:.1e}"
+    )
 
 
 if __name__ == "__main__":

@@ -9,7 +9,13 @@ forward pass: no text is parsed, so nothing fails to parse. The history block (s
 dialogue) is run once per group of items that share it (same dialogue, turn and audio: the G
 rollouts of one prompt, with any references and rubrics) and its key/value cache reused for
 all their candidates in both presentation orders. `reasoning` mode first
-generates a critique, then reads the verdict distribution the same way.
+generates a critique, then reads the verdict distribution the same way. The critiques of a
+whole batch (every item in both orders) come from one `generate` that starts on the shared
+history cache, the pair blocks left-padded; each verdict is then read by one forward of the few
+tokens after its critique (newline, verdict marker) on that generation's own key/value cache,
+never a second pass over the prompt (`critique.py` says which tokens, and why the verdict
+equals the re-encoded prompt's). `generation="item"` keeps the one-at-a-time path: one
+`generate` per item and order, then a full forward.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from transformers import PreTrainedModel
 
 from rewardlab.backbones import freeze_audio_tower as freeze_tower
 from rewardlab.backbones import load_model, load_processor
+from rewardlab.grm.critique import critique_text, left_pad, verdict_step
 from rewardlab.grm.encoding import (
     AudioMode,
     EncodedPrompt,
@@ -82,6 +89,15 @@ def verdict_logits(model: Any, batch: dict[str, torch.Tensor], verdict_ids: torc
     logits = model(**inputs).logits  # (B, T, V)
     rows = logits[torch.arange(logits.shape[0], device=logits.device), batch["verdict_index"]]
     return rows[:, verdict_ids], logits
+
+
+@dataclass
+class Generation:
+    """A batch generation that reasoning mode reads its verdicts on."""
+
+    prompt_mask: torch.Tensor  # (B, W): the prompt's mask, padding 0
+    tokens: torch.Tensor  # (B, G) generated ids; after a row's EOS, pad
+    cache: Any  # the key/value cache of prompt and generated tokens but the last
 
 
 def history_key(prompt: EncodedPrompt) -> tuple:
@@ -160,6 +176,7 @@ class GenerativeRewardModel:
         batch_size: int = 16,
         max_new_tokens: int = 64,
         share_history: Literal["group", "item"] = "group",
+        generation: Literal["batch", "item"] = "batch",
         progress: bool = False,
     ) -> LevelDistribution:
         """Level distributions for `items` in each of `orders`, canonical orientation.
@@ -167,7 +184,10 @@ class GenerativeRewardModel:
         `share_history` (direct mode): "group" runs each distinct history once per batch for
         every item that shares it, "item" once per item (both orders still share it). Items
         are batched with their group (a stable sort by dialogue and turn), results returned in
-        the order given.
+        the order given. `generation` (reasoning mode): "batch" writes the critiques of a whole
+        batch (every item in every order) in one `generate` and reads the verdicts on its
+        cache; "item" runs one `generate` per item and order, then a full forward over the
+        prompts with their critiques. Greedy, both give the same critiques and verdicts.
         """
         was_training = self.model.training
         self.model.eval()
@@ -182,7 +202,7 @@ class GenerativeRewardModel:
             if mode == "direct":
                 logits = self._direct(chunk, orders, audio, share_history)  # (B, O, L)
             else:
-                logits, texts = self._reasoning(chunk, orders, audio, max_new_tokens)
+                logits, texts = self._reasoning(chunk, orders, audio, max_new_tokens, generation)
                 critiques.extend(texts)
             chunk_probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
             for j, order in enumerate(orders):  # shown levels back to policy-vs-reference
@@ -215,37 +235,23 @@ class GenerativeRewardModel:
         """Shared history: one pass over each distinct history, then every (item, order)
         pair block on its cache."""
         encoded = [[self.encoder.encode(item, o, audio=audio) for o in orders] for item in items]
+        flat = [e for row in encoded for e in row]  # (B*O) rows, item-major
         if any(len({len(e.history_ids) for e in row}) != 1 for row in encoded):
             # truncation differed between orders: no shared prefix, score the full sequences
-            flat = [e for row in encoded for e in row]
             return self._full_forward(flat).view(len(items), len(orders), -1)
-        pad = self.tokenizer.pad_token_id
-        owner: dict[Any, int] = {}  # history key -> its row in the history batch
-        histories: list[EncodedPrompt] = []
-        rows_of_items = []
-        for index, row in enumerate(encoded):
-            key = history_key(row[0]) if share_history == "group" else index
-            if key not in owner:
-                owner[key] = len(histories)
-                histories.append(row[0])
-            rows_of_items.append(owner[key])
-        history_ids = pad_rows([h.history_ids for h in histories], pad)  # (H, Th)
-        history_len = torch.tensor([len(h.history_ids) for h in histories])
-        history_mask = (torch.arange(history_ids.shape[1])[None] < history_len[:, None]).long()
-        batch = self._to_device(
-            {"input_ids": history_ids, "attention_mask": history_mask, **audio_batch(histories)}
+        keys = [
+            history_key(row[0]) if share_history == "group" else i for i, row in enumerate(encoded)
+        ]
+        cache, history_mask, history_len = self._history_cache(
+            flat, [key for key in keys for _ in orders]
         )
-        cache = self.model(**batch, use_cache=True).past_key_values
-        # each (item, order) row reads its history's cache row
-        select = torch.tensor(rows_of_items).repeat_interleave(len(orders))  # (B*O,)
-        cache.batch_select_indices(select.to(self.device))
-        pairs = [e.pair_ids for row in encoded for e in row]  # (B*O) rows, item-major
+        pad = self.tokenizer.pad_token_id
+        pairs = [e.pair_ids for e in flat]
         pair_ids = pad_rows(pairs, pad)  # (B*O, Tp)
         pair_len = torch.tensor([len(p) for p in pairs])
         pair_mask = (torch.arange(pair_ids.shape[1])[None] < pair_len[:, None]).long()
-        starts = history_len[select]
-        position_ids = starts[:, None] + torch.arange(pair_ids.shape[1])[None]  # (B*O, Tp)
-        mask = torch.cat([history_mask[select], pair_mask], dim=1)
+        position_ids = history_len[:, None] + torch.arange(pair_ids.shape[1])[None]  # (B*O, Tp)
+        mask = torch.cat([history_mask, pair_mask], dim=1)
         step = self._to_device(
             {"input_ids": pair_ids, "attention_mask": mask, "position_ids": position_ids}
         )
@@ -253,37 +259,115 @@ class GenerativeRewardModel:
         rows = logits[torch.arange(len(pairs)), (pair_len - 1).to(logits.device)]
         return rows[:, self.verdict_ids.to(rows.device)].view(len(items), len(orders), -1)
 
+    def _history_cache(self, prompts: list[EncodedPrompt], keys: list[Any]):
+        """One pass over each distinct history (prompts of equal key share one), its key/value
+        cache then given one row per prompt; with each prompt's history mask (N, Th) and
+        length (N,), the history right-padded."""
+        owner: dict[Any, int] = {}  # history key -> its row in the history batch
+        histories: list[EncodedPrompt] = []
+        for prompt, key in zip(prompts, keys, strict=True):
+            if key not in owner:
+                owner[key] = len(histories)
+                histories.append(prompt)
+        history_ids = pad_rows([h.history_ids for h in histories], self.tokenizer.pad_token_id)
+        history_len = torch.tensor([len(h.history_ids) for h in histories])  # (H,)
+        history_mask = (torch.arange(history_ids.shape[1])[None] < history_len[:, None]).long()
+        batch = self._to_device(
+            {"input_ids": history_ids, "attention_mask": history_mask, **audio_batch(histories)}
+        )
+        cache = self.model(**batch, use_cache=True).past_key_values
+        select = torch.tensor([owner[key] for key in keys])  # (N,): each prompt's history row
+        cache.batch_select_indices(select.to(self.device))
+        return cache, history_mask[select], history_len[select]
+
     def _full_forward(self, prompts: list[EncodedPrompt]) -> torch.Tensor:
         batch = self._to_device(collate_full(prompts, self.tokenizer.pad_token_id))
         logits, _ = verdict_logits(self.model, batch, self.verdict_ids.to(self.device))
         return logits
 
-    def _reasoning(self, items, orders, audio, max_new_tokens):
+    def _reasoning(self, items, orders, audio, max_new_tokens, generation):
         """Generate a critique per (item, order), then read the verdict after it."""
-        texts: list[list[str]] = []
-        prompts = []
-        for item in items:
-            row = []
-            for order in orders:
-                prompt = self.encoder.encode(item, order, audio=audio)
-                critique = self._generate_critique(prompt, max_new_tokens)
-                row.append(critique)
-                prompts.append(self.encoder.encode(item, order, audio=audio, critique=critique))
-            texts.append(row)
-        return self._full_forward(prompts).view(len(items), len(orders), -1), texts
+        pairs = [(item, order) for item in items for order in orders]  # item-major
+        prompts = [self.encoder.encode(item, order, audio=audio) for item, order in pairs]
+        if generation == "batch":
+            texts, generated = self._generate_batch(prompts, max_new_tokens)
+        else:
+            texts = [self._generate_critique(prompt, max_new_tokens) for prompt in prompts]
+        judged = [
+            self.encoder.encode(item, order, audio=audio, critique=text)
+            for (item, order), text in zip(pairs, texts, strict=True)
+        ]
+        rows = [texts[i : i + len(orders)] for i in range(0, len(texts), len(orders))]
+        # a critique can push a long dialogue over max_tokens, which then drops a turn: the
+        # generation's cache no longer holds the prompt, so score the full sequences
+        if generation == "batch" and all(
+            j.history_ids == p.history_ids
+            and j.pair_ids[: j.critique_span[0]] == self._before_marker(p)
+            for j, p in zip(judged, prompts, strict=True)
+        ):
+            continuations = [j.pair_ids[j.critique_span[0] :] for j in judged]
+            logits = self._verdict_on_cache(generated, continuations)
+        else:
+            logits = self._full_forward(judged)
+        return logits.view(len(items), len(orders), -1), rows
+
+    def _before_marker(self, prompt: EncodedPrompt) -> list[int]:
+        """The pair block without its verdict marker: the critique comes before the marker."""
+        return prompt.pair_ids[: -len(self.encoder.marker_ids)]
+
+    def _greedy(self, max_new_tokens: int) -> dict[str, Any]:
+        return {
+            "max_new_tokens": max_new_tokens,
+            "do_sample": False,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "eos_token_id": self.tokenizer.eos_token_id,
+        }
 
     def _generate_critique(self, prompt: EncodedPrompt, max_new_tokens: int) -> str:
-        # the prompt without its verdict marker: the critique comes before the marker
-        marker = len(self.encoder.marker_ids)
-        ids = prompt.history_ids + prompt.pair_ids[:-marker]
+        ids = prompt.history_ids + self._before_marker(prompt)
         batch = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids))}
         batch = self._to_device({**batch, **audio_batch([prompt])})
-        out = self.model.generate(
-            **batch,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self.tokenizer.eos_token_id,
-        )
+        out = self.model.generate(**batch, **self._greedy(max_new_tokens))
         text = self.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
-        return text.split(self.format.verdict_marker)[0].strip() or "(no critique)"
+        return critique_text(text, self.format.verdict_marker)
+
+    def _generate_batch(
+        self, prompts: list[EncodedPrompt], max_new_tokens: int
+    ) -> tuple[list[str], Generation]:
+        """Every prompt's critique from one `generate`; also the generation, for
+        `_verdict_on_cache`.
+
+        The generation starts on the shared history cache (each distinct history run once,
+        as in direct mode); each row is its history, right-padded, then its pair block
+        left-padded, so that every row's critique starts in the same column. Positions follow
+        the mask, so the padding in the middle holds none.
+        """
+        pad = self.tokenizer.pad_token_id
+        cache, history_mask, _ = self._history_cache(prompts, [history_key(p) for p in prompts])
+        history_ids = pad_rows([p.history_ids for p in prompts], pad)  # (B, Th): cached
+        pair_ids, pair_mask = left_pad([self._before_marker(p) for p in prompts], pad)  # (B, Tp)
+        ids = torch.cat([history_ids, pair_ids], dim=1)  # (B, Th + Tp)
+        mask = torch.cat([history_mask, pair_mask], dim=1)
+        out = self.model.generate(
+            **self._to_device({"input_ids": ids, "attention_mask": mask}),
+            past_key_values=cache,
+            return_dict_in_generate=True,
+            **self._greedy(max_new_tokens),
+        )
+        new = out.sequences[:, ids.shape[1] :]  # (B, G): after EOS, pad
+        decoded = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        texts = [critique_text(text, self.format.verdict_marker) for text in decoded]
+        return texts, Generation(mask, new.cpu(), out.past_key_values)
+
+    def _verdict_on_cache(self, gen: Generation, continuations: list[list[int]]) -> torch.Tensor:
+        """(B, 2K+1) verdict logits from one forward of each row's last few tokens on the
+        generation's cache (see `critique.verdict_step`)."""
+        cache = gen.cache
+        # (B, C): the generated tokens whose key/values are cached, all but the last
+        cached = gen.tokens[:, : cache.get_seq_length() - gen.prompt_mask.shape[1]]
+        step = verdict_step(gen.prompt_mask, cached, continuations, self.tokenizer.pad_token_id)
+        read = step.pop("verdict_index")
+        step = self._to_device(step)
+        logits = self.model(**step, past_key_values=cache, use_cache=False).logits  # (B, T, V)
+        rows = logits[torch.arange(len(continuations)), read.to(logits.device)]
+        return rows[:, self.verdict_ids.to(rows.device)]
