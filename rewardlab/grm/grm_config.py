@@ -68,10 +68,11 @@ class GRMConfig(TrainingArguments, BackboneArguments):
         default=0.3, metadata={"help": "share of examples with a rationale trained with it"}
     )
     order_consistency_weight: float = field(
-        default=1.0,
+        default=10.0,
         metadata={
             "help": "weight of the symmetric KL between the verdict distributions of a task's "
-            "two presentation orders (both policy vs reference); 0 trains each order alone"
+            "two presentation orders (both policy vs reference), applied once the fixed-order "
+            "share is 0 and the history warm-up is over; 0 trains each order alone"
         },
     )
     fixed_order_share: float = field(

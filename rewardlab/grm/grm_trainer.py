@@ -165,7 +165,9 @@ class GRMTrainer(Trainer):
         log_p = F.log_softmax(logits.float(), dim=-1)  # (B, L)
         verdict_loss = -(target * log_p).sum(-1).mean()
         loss = verdict_loss
-        if self.args.order_consistency_weight:
+        if self.args.order_consistency_weight and self.schedule.compares_orders(
+            self.state.global_step
+        ):
             consistency = order_consistency_loss(
                 log_p, inputs["reference_first"], inputs["partner"]
             )

@@ -8,6 +8,7 @@ A step is an optimizer step, counted from 0. With S = `max_steps`:
     fixed-order share   f(s) = f0 * max(0, 1 - s / max(1, a * S))      (0 where f0 = 0)
                         f0 = fixed_order_share, a = fixed_order_anneal
     last turn only      s < H                                           H = history_warmup_steps
+    order term on       f(s) = 0 and s >= H
     curriculum subset   stage i's rubrics for sum_{j<i} n_j <= s < sum_{j<=i} n_j, then None
                         (every task); n_j = steps of stage j
     lr factor           with history_restart_lr r (two cycles that meet at H), W warm-up steps:
@@ -120,6 +121,14 @@ class GRMSchedule:
 
     def last_turns(self, step: int) -> int | None:
         return 1 if step < self.history_warmup_steps else None
+
+    def compares_orders(self, step: int) -> bool:
+        """Whether the order-consistency term applies: only once every row is shown in its own
+        order and with its whole dialogue. Before that the judge cannot yet tell the two
+        orders apart, and agreement between orders is cheapest bought by saying "tie" to
+        everything, which a random-init judge then never leaves (world seed 1, weight 4 from
+        step 0: held-out accuracy 0.58, kappa 0)."""
+        return self.fixed_order_share_at(step) == 0 and self.last_turns(step) is None
 
     def rubrics(self, step: int) -> frozenset[str] | None:
         end = 0
