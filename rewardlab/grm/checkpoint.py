@@ -10,6 +10,10 @@ processor (transformers' own names), the judge format (``judge_format.json``, `J
 the resolved training config (``grm_config.yaml``, `GRMConfig`) and, once calibrated, the
 reward mapper (``reward_mapper.json``, `RewardMapper`). Everything that reads or writes one of
 these goes through this object, so the layout has one owner.
+
+A scalar reward model's folder (`train-rm`) is opened the same way: its score head
+(``score_head.safetensors``) marks it, ``rm_config.yaml`` (`RMConfig`) replaces
+``grm_config.yaml``, and `load_model` returns a `ScalarRewardModel`.
 """
 
 from __future__ import annotations

@@ -44,8 +44,10 @@ from rewardlab.grm.ordinal_link import OrdinalLink
 from rewardlab.schema import Order
 
 SCORE_HEAD_FILE = "score_head.safetensors"
+# the GRM's system text with one reply in place of two: a tiny backbone's tokenizer, trained on
+# the GRM's prompts, then spends no extra tokens on it
 RM_SYSTEM = (
-    "You are a careful judge of spoken dialogue. You rate one candidate reply to the last user "
+    "You are a careful judge of spoken dialogue. You judge one candidate reply to the last user "
     "turn, judging what was said earlier, how the user sounded, and the rubric when one is given."
 )
 RM_MARKER = "Score:"  # the last prompt token, where the head reads the reward
@@ -58,7 +60,11 @@ class ScoreModel(nn.Module):
     def __init__(self, backbone: PreTrainedModel | PeftModel):
         super().__init__()
         self.backbone = backbone
-        hidden = base_model(backbone).config.get_text_config().hidden_size
+        base = base_model(backbone)
+        lm_head = base.get_output_embeddings()
+        if lm_head.weight is not base.get_input_embeddings().weight:
+            lm_head.requires_grad_(False)  # the reward never reads it (unless tied to the input)
+        hidden = base.config.get_text_config().hidden_size
         # no bias: it cancels in every difference r_policy - r_reference, so it never learns
         self.head = nn.Linear(hidden, 1, bias=False)
 
