@@ -10,6 +10,7 @@
     rewardlab demo-data --out DIR --n 240                 the demo world, judged
     rewardlab tiny-grm --project P --out DIR              a random-init tiny GRM backbone
     rewardlab train-grm --config training/grm_demo.yaml   train + evaluate a GRM
+    rewardlab train-rm --config training/rm_demo.yaml     a scalar reward model, the baseline
     rewardlab judge --grm CKPT --project P --out F        score tasks with a trained GRM
     rewardlab calibrate --grm CKPT --project P --method M fit the reward mapper's calibration
     rewardlab evaluate --grm CKPT --project P --out DIR   report.html + metrics.json
@@ -24,8 +25,9 @@
     rewardlab serve PROJECT [--port 7860]                 the annotation web app
 
 Options are `--kebab-case` (`--snake_case` is read the same). One name per concept: `--grm` is
-a GRM checkpoint, `--project` a project folder or Parquet export read beside a verb's subject,
-`--config` a recipe in training/ whose other flags (`train-grm`, `ppo`) override its fields.
+a reward-model checkpoint (a GRM, or the scalar RM that `train-rm` saves), `--project` a
+project folder or Parquet export read beside a verb's subject, `--config` a recipe in
+training/ whose other flags (`train-grm`, `train-rm`, `ppo`) override its fields.
 
 This module is the composition root: it assembles the verbs of `rewardlab.commands` (each
 parser beside its command) and maps library errors to one line and exit status 1. No

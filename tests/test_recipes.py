@@ -17,11 +17,12 @@ from rewardlab.cli import build_parser
 from rewardlab.commands.options import kebab_flags
 from rewardlab.grm.grm_config import GRMConfig
 from rewardlab.grm.recipe import parse_config
+from rewardlab.grm.rm_config import RMConfig
 from rewardlab.rl.ppo_config import AudioPPOConfig
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted((REPO / "training").glob("*.yaml"))
-CONFIG_OF_VERB = {"train-grm": GRMConfig, "ppo": AudioPPOConfig}
+CONFIG_OF_VERB = {"train-grm": GRMConfig, "train-rm": RMConfig, "ppo": AudioPPOConfig}
 
 
 def header(path: Path) -> list[str]:

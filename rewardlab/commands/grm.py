@@ -2,8 +2,10 @@
 
     rewardlab tiny-grm --project P --out DIR              a random-init tiny GRM backbone
     rewardlab train-grm --config training/grm_demo.yaml   train + evaluate a GRM
+    rewardlab train-rm --config training/rm_demo.yaml     train + evaluate the scalar RM baseline
 
-`train-grm` passes every other `--field value` flag on to `GRMConfig` (see `parse_config`).
+`train-grm` and `train-rm` pass every other `--field value` flag on to `GRMConfig` /
+`RMConfig` (see `parse_config`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,16 @@ def run_train_grm(args: argparse.Namespace) -> None:
         print(f"{name:<34} {value:.3f}")
 
 
+def run_train_rm(args: argparse.Namespace) -> None:
+    from rewardlab.grm.recipe import parse_config
+    from rewardlab.grm.rm_config import RMConfig
+    from rewardlab.grm.rm_recipe import train_rm
+
+    report = train_rm(parse_config(args.config, args.overrides, RMConfig))
+    for name, value in report.items():
+        print(f"{name:<34} {value:.3f}")
+
+
 def add_parsers(verbs: Verbs) -> None:
     tiny = verbs.add_parser("tiny-grm", help="a random-init tiny GRM backbone for a project")
     add_project(tiny, "its texts train the tokenizer")
@@ -56,4 +68,13 @@ def add_parsers(verbs: Verbs) -> None:
         example="--max-steps 50 --project P",
         recipe="a training/grm_*.yaml recipe",
         run=run_train_grm,
+    )
+    add_config_verb(
+        verbs,
+        "train-rm",
+        "train and evaluate a scalar (Bradley-Terry) reward model, the GRM's baseline",
+        config="RMConfig",
+        example="--max-steps 50 --project P",
+        recipe="a training/rm_*.yaml recipe",
+        run=run_train_rm,
     )

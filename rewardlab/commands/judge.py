@@ -3,6 +3,10 @@
     rewardlab judge --grm CKPT --project P --out scores.jsonl    score tasks with a trained GRM
     rewardlab calibrate --grm CKPT --project P [--method auto]   fit the reward mapper's calibration
     rewardlab evaluate --grm CKPT --project P --out DIR          report.html + metrics.json
+    rewardlab evaluate --grm CKPT --baseline RM --project P --out DIR   ... beside a baseline
+
+`--grm` (and `--baseline`) may be a GRM or a scalar RM that `train-rm` saved: the folder says
+which.
 
 `calibrate` and `evaluate` take the GRM's held-out split (from its grm_config.yaml unless
 `--eval-share` / `--split-seed` are given), halved: calibrate fits on one half, evaluate
@@ -77,10 +81,14 @@ def run_evaluate(args: argparse.Namespace) -> None:
         split_seed=args.split_seed,
         batch_size=args.batch_size,
         probes=args.probes,
+        baseline=args.baseline,
     )
     for name in HEADLINE_METRICS:
         value = metrics[name]
         print(f"{name:<22} {'n/a' if value is None else f'{value:.3f}'}")
+    for model, row in metrics.get("comparison", {}).items():
+        shown = (f"{k} {'n/a' if v is None else f'{v:.3f}'}" for k, v in row.items() if k != "kind")
+        print(f"{model}: {', '.join(shown)}")
     print(f"report: {report}")
 
 
@@ -128,6 +136,13 @@ def add_parsers(verbs: Verbs) -> None:
     )
     add_held_out_options(evaluate)
     evaluate.add_argument("--out", required=True, type=Path, help="folder for the report")
+    evaluate.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="CKPT",
+        help="a second model trained with the same split (the scalar RM of train-rm, or"
+        " another GRM), scored on the same tasks: a comparison table in both files",
+    )
     evaluate.add_argument(
         "--truth",
         action="store_true",

@@ -173,6 +173,21 @@ def _mapper_rows(mapper: dict) -> list[tuple[str, Any]]:
     return rows
 
 
+def comparison_section(rows: dict[str, dict[str, Any]]) -> str:
+    """The evaluated model beside a baseline (`rewardlab evaluate --baseline`), one row each."""
+    note = (
+        "Both models on the same held-out tasks, each through its own reward mapper: accuracy"
+        " on non-tie pairs, quadratically weighted kappa, ECE of P(policy better), accuracy on"
+        " the pairs only audio can decide, and accuracy with every clip replaced by silence."
+        " A scalar RM scores each reply alone, so it has no presentation order: its"
+        " consistency is 1.0 by construction."
+    )
+    return (
+        f"<h2 id='baseline'>Against the baseline</h2><p class='note'>{html.escape(note)}</p>"
+        + _groups_table("model", rows)
+    )
+
+
 def render_report(
     metrics: dict, figures: dict[str, Figure], settings: dict, silence: dict | None = None
 ) -> str:
@@ -207,6 +222,8 @@ def render_report(
                 parts.append(
                     f"<img alt='{name}' src='data:image/png;base64,{figure_png(figures[name])}'>"
                 )
+    if "comparison" in metrics:
+        parts.append(comparison_section(metrics["comparison"]))
     parts.append("<h2 id='settings'>Settings</h2>")
     shown = [
         (key, f"{len(value)} (listed in metrics.json)" if isinstance(value, list) else value)

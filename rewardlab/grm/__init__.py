@@ -1,4 +1,5 @@
-"""The generative reward model: judge format, prompts, scoring, training and its run folder.
+"""The generative reward model and its scalar baseline: judge format, prompts, scoring,
+training and the run folder.
 
     rewardlab train-grm --config training/grm_demo.yaml      # `recipe.train_grm(config)`
     rewardlab judge --grm runs/grm/final --project demo_out   # `scoring.judge_project`
@@ -17,4 +18,11 @@ One job per module:
     checkpoint.py    `GRMCheckpoint`: the one owner of a run folder's files
     evaluate.py      calibrate and evaluate on the held-out split; `scoring.py` judges a project
     tiny.py          tiny random-init backbones and their locally trained tokenizer
+
+The scalar reward-model baseline (`rewardlab train-rm`, `rm_recipe.train_rm(config)`) shares
+the data, split, encoder, checkpoint folder and evaluation:
+
+    scalar_rm.py     `ScalarRewardModel`: backbone + score head over the history and one reply
+    ordinal_link.py  `OrdinalLink`: r_policy - r_reference to a distribution over the levels
+    rm_config.py     `RMConfig`;  rm_trainer.py `RMTrainer` (Bradley-Terry);  rm_recipe.py
 """

@@ -10,6 +10,10 @@ processor (transformers' own names), the judge format (``judge_format.json``, `J
 the resolved training config (``grm_config.yaml``, `GRMConfig`) and, once calibrated, the
 reward mapper (``reward_mapper.json``, `RewardMapper`). Everything that reads or writes one of
 these goes through this object, so the layout has one owner.
+
+A scalar reward model's folder (`train-rm`) is opened the same way: its score head
+(``score_head.safetensors``) marks it, ``rm_config.yaml`` (`RMConfig`) replaces
+``grm_config.yaml``, and `load_model` returns a `ScalarRewardModel`.
 """
 
 from __future__ import annotations
@@ -22,12 +26,15 @@ from typing import Any
 import yaml
 
 from rewardlab.grm.examples import GRMExample, ProjectExamples, load_examples, split_examples
-from rewardlab.grm.grm_config import BackboneArguments, GRMConfig
+from rewardlab.grm.grm_config import BackboneArguments, DataArguments, GRMConfig
 from rewardlab.grm.judge_format import FORMAT_FILE, JudgeFormat
 from rewardlab.grm.model import GenerativeRewardModel
+from rewardlab.grm.rm_config import RMConfig
+from rewardlab.grm.scalar_rm import SCORE_HEAD_FILE, ScalarRewardModel
 from rewardlab.reward import MAPPER_FILE, RewardMapper
 
 CONFIG_FILE = "grm_config.yaml"  # the resolved GRMConfig train-grm saves beside the model
+RM_CONFIG_FILE = "rm_config.yaml"  # the resolved RMConfig train-rm saves beside a scalar RM
 # what a config records of the run itself; the Trainer's device and precision settings stay at
 # their defaults when read back (a GRM trained in bf16 on a GPU is often scored on a CPU)
 RUN_FIELDS = ("output_dir", "max_steps", "learning_rate", "seed")
@@ -52,8 +59,13 @@ class GRMCheckpoint:
         return f"GRMCheckpoint({str(self.path)!r})"
 
     @property
+    def is_scalar(self) -> bool:
+        """A scalar reward model (`train-rm`), told by its score head or its config."""
+        return (self.path / SCORE_HEAD_FILE).exists() or (self.path / RM_CONFIG_FILE).exists()
+
+    @property
     def config_path(self) -> Path:
-        return self.path / CONFIG_FILE
+        return self.path / (RM_CONFIG_FILE if self.is_scalar else CONFIG_FILE)
 
     @property
     def mapper_path(self) -> Path:
@@ -65,11 +77,12 @@ class GRMCheckpoint:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def save_config(self, config: GRMConfig) -> Path:
+    def save_config(self, config: GRMConfig | RMConfig) -> Path:
         resolved = {k: v for k, v in config.to_dict().items() if not k.startswith("_")}
         self.path.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(yaml.safe_dump(resolved, sort_keys=True))
-        return self.config_path
+        path = self.path / (RM_CONFIG_FILE if isinstance(config, RMConfig) else CONFIG_FILE)
+        path.write_text(yaml.safe_dump(resolved, sort_keys=True))
+        return path
 
     def save_settings(self, config: GRMConfig, fmt: JudgeFormat) -> None:
         """The judge format and the resolved config, beside the weights."""
@@ -81,18 +94,26 @@ class GRMCheckpoint:
     def has_config(self) -> bool:
         return self.config_path.exists()
 
-    def config(self) -> GRMConfig:
-        """The GRM's settings as trained (`RUN_FIELDS` and GRMConfig's own fields; the rest at
-        their defaults). Refuses a folder without ``grm_config.yaml``."""
+    def config(self) -> GRMConfig | RMConfig:
+        """The model's settings as trained (`RUN_FIELDS` and the config's own fields; the rest
+        at their defaults): a `GRMConfig`, or an `RMConfig` for a scalar RM. Refuses a folder
+        without its config file."""
         if not self.has_config():
+            verb = "train-rm" if self.is_scalar else "train-grm"
             raise FileNotFoundError(
-                f"{self.config_path} not found: {self.path} is not a GRM that train-grm saved"
+                f"{self.config_path} not found: {self.path} is not a model that {verb} saved"
             )
         saved: dict[str, Any] = yaml.safe_load(self.config_path.read_text()) or {}
         if "data" in saved:  # written before GRMConfig.data became GRMConfig.project
             saved.setdefault("project", saved.pop("data"))
-        own = {*get_annotations(GRMConfig), *get_annotations(BackboneArguments), *RUN_FIELDS}
-        return GRMConfig(**{name: saved[name] for name in own if name in saved})
+        config_class = RMConfig if self.is_scalar else GRMConfig
+        own = {
+            *get_annotations(config_class),
+            *get_annotations(DataArguments),
+            *get_annotations(BackboneArguments),
+            *RUN_FIELDS,
+        }
+        return config_class(**{name: saved[name] for name in own if name in saved})
 
     def judge_format(self) -> JudgeFormat:
         return JudgeFormat.load(self.path)
@@ -101,11 +122,16 @@ class GRMCheckpoint:
         """The saved reward mapper, or the identity mapping if it was never calibrated."""
         return RewardMapper.load(self.path, k=k)
 
-    def load_model(self, *, k: int | None = None, **kwargs: Any) -> GenerativeRewardModel:
-        """The GRM (`GenerativeRewardModel.load` keywords: media_root, lora, dtype, ...), with
-        the prompt length it trained with; `k`: refuse a GRM whose K differs (the data's)."""
+    def load_model(
+        self, *, k: int | None = None, **kwargs: Any
+    ) -> GenerativeRewardModel | ScalarRewardModel:
+        """The GRM (`GenerativeRewardModel.load` keywords: media_root, lora, dtype, ...), or the
+        scalar RM the folder holds, with the prompt length it trained with; `k`: refuse a
+        model whose K differs (the data's)."""
         if self.has_config():
             kwargs.setdefault("max_tokens", self.config().max_tokens)
+        if self.is_scalar:
+            return ScalarRewardModel.load(self.path, k=k, **kwargs)
         grm = GenerativeRewardModel.load(self.path, **kwargs)
         if k is not None and grm.format.k != k:
             raise ValueError(f"{self.path}: the GRM has K={grm.format.k} but the data has K={k}")

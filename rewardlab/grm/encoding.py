@@ -25,7 +25,7 @@ from transformers import ProcessorMixin
 
 from rewardlab.audio import TARGET_SAMPLE_RATE, AudioError, load_ref
 from rewardlab.audio_probes import ClipTransform, clip_transform
-from rewardlab.grm.judge_format import JudgeFormat, JudgeInputError
+from rewardlab.grm.judge_format import JudgeFormat, JudgeInputError, Reply
 from rewardlab.schema import Dialogue, Order, Rubric, Task
 
 # how clips are heard: "audio" as recorded, "silence" each replaced by a second of silence, or
@@ -226,16 +226,19 @@ class PromptEncoder:
         audio: AudioMode = "audio",
         critique: str | None = None,
         last_turns: int | None = None,
+        reply: Reply | None = None,
     ) -> EncodedPrompt:
         """`last_turns`: keep at most this many turns, however short the prompt (training's
-        history warm-up); the prompt says how many were left out, as for over-long ones."""
+        history warm-up); the prompt says how many were left out, as for over-long ones.
+        `reply`: the prompt of a scalar reward model, the history and that one reply (`order`
+        is then unused)."""
         if last_turns is not None and last_turns < 1:
             raise ValueError(f"last_turns must be >= 1, got {last_turns}")
         task, dialogue = item.task, item.dialogue
         last = task.turn_index
         start = 0 if last_turns is None else max(0, last + 1 - last_turns)
         for first in range(start, last + 1):  # drop the oldest turns until it fits
-            encoded = self._encode_from(item, order, first, audio, critique)
+            encoded = self._encode_from(item, order, first, audio, critique, reply)
             if len(encoded) <= self.max_tokens:
                 return encoded
         raise JudgeInputError(
@@ -246,14 +249,27 @@ class PromptEncoder:
         )
 
     def _encode_from(
-        self, item: JudgeItem, order: Order, first: int, audio: AudioMode, critique: str | None
+        self,
+        item: JudgeItem,
+        order: Order,
+        first: int,
+        audio: AudioMode,
+        critique: str | None,
+        reply: Reply | None = None,
     ) -> EncodedPrompt:
         task, dialogue = item.task, item.dialogue
         if first:
             dialogue = dialogue.model_copy(update={"turns": dialogue.turns[first:]})
             task = task.model_copy(update={"turn_index": task.turn_index - first})
         history, pair, _ = self.format.render(
-            self.template, dialogue, task, item.rubric, order, audio=self.is_audio, omitted=first
+            self.template,
+            dialogue,
+            task,
+            item.rubric,
+            order,
+            audio=self.is_audio,
+            omitted=first,
+            reply=reply,
         )
         turns = [t for t in dialogue.turns[: task.turn_index + 1] if t.audio]
         history_ids, features, lengths = self._history(task.id, history, turns, audio)

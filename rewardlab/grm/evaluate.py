@@ -41,10 +41,18 @@ from rewardlab.grm.examples import GRMExample, split_examples
 from rewardlab.grm.model import GenerativeRewardModel
 from rewardlab.grm.probes import probe_probs
 from rewardlab.grm.recipe import reference_levels
+from rewardlab.grm.scalar_rm import ScalarRewardModel
 from rewardlab.reward import Normalize, RewardMapper
 
 # what `rewardlab evaluate` prints; every metric is in metrics.json and the report
 HEADLINE_METRICS = ("judge/accuracy", "judge/qwk", "judge/kendall_tau_b", "calibration/ece")
+# what the report says of each kind of model it evaluates
+MODEL_NOTES = {
+    "GRM": "GRM: one verdict over both replies, judged in both presentation orders",
+    "scalar RM": "scalar RM: one reward per reply, levels from r_policy - r_reference through"
+    " its ordinal link; it has no presentation order, so both order columns are the same and"
+    " consistency is 1.0 by construction",
+}
 
 
 @dataclass
@@ -157,6 +165,83 @@ def breakdown_labels(examples: list[GRMExample]) -> dict[str, list[str]]:
     return labels
 
 
+@dataclass
+class TestTasks:
+    """The test half as the metrics read it."""
+
+    items: list
+    reference: np.ndarray  # (N,) levels
+    units: list  # per task, the human levels
+    length_diff: np.ndarray  # (N,) policy minus reference words
+    labels: dict[str, list[str]]  # `breakdown_labels`
+
+
+def judged_metrics(
+    model: GenerativeRewardModel | ScalarRewardModel,
+    mapper: RewardMapper,
+    tasks: TestTasks,
+    batch_size: int,
+) -> tuple[np.ndarray, dict, dict | None]:
+    """(probs, metrics, metrics with the audio removed: audio backbones only) of one model."""
+    args = (mapper, tasks.reference, tasks.units, tasks.length_diff, tasks.labels)
+    probs = model.judge(tasks.items, batch_size=batch_size, progress=True).probs
+    silence = None
+    if model.encoder.is_audio:
+        muted = model.judge(tasks.items, audio="silence", batch_size=batch_size, progress=True)
+        silence = evaluation_metrics(muted.probs, *args)
+    return probs, evaluation_metrics(probs, *args), silence
+
+
+def comparison_row(kind: str, metrics: dict, silence: dict | None) -> dict[str, Any]:
+    """One model's `COMPARED` numbers (NaN where it has none: no audio-only pairs, no audio)."""
+    audio_only = metrics.get("by_audio", {}).get("audio_only", {})
+    return {
+        "kind": kind,
+        "accuracy": metrics["judge/accuracy"],
+        "qwk": metrics["judge/qwk"],
+        "ece": metrics["calibration/ece"],
+        "audio_only_accuracy": audio_only.get("accuracy", float("nan")),
+        "silence_accuracy": float("nan") if silence is None else silence["judge/accuracy"],
+        "consistency": metrics["judge/consistency"],
+        "n": metrics["judge/n"],
+    }
+
+
+def baseline_comparison(
+    main: tuple[Path, Any, dict, dict | None],
+    baseline: Path,
+    held: HeldOut,
+    tasks: TestTasks,
+    batch_size: int,
+) -> dict[str, dict[str, Any]]:
+    """The main model's row (`main`: path, model, metrics, silence metrics) and the
+    baseline's, scored with its own mapper on the same test tasks. A baseline that held out
+    other tasks (another eval_share or split_seed) is refused: its test half could hold tasks
+    it trained on."""
+    path, model, metrics, silence = main
+    other = GRMCheckpoint(baseline)
+    config = other.config()  # refuses a folder without one: its split would be a guess
+    split = (config.eval_share, config.split_seed)
+    if split != (held.split.eval_share, held.split.split_seed):
+        raise ValueError(
+            f"--baseline {baseline}: trained with (eval_share, split_seed) = {split}, but the"
+            f" tasks evaluated are {path}'s held-out split"
+            f" {(held.split.eval_share, held.split.split_seed)}: the baseline may have trained"
+            " on them; train it with the same split"
+        )
+    data = held.split.data
+    rival = other.load_model(media_root=data.media_root, k=data.k)
+    _, rival_metrics, rival_silence = judged_metrics(
+        rival, other.mapper(k=data.k), tasks, batch_size
+    )
+    return {
+        f"{model.kind}: {path}": comparison_row(model.kind, metrics, silence),
+        f"baseline {rival.kind}: {baseline}": comparison_row(
+            rival.kind, rival_metrics, rival_silence
+        ),
+    }
+
+
 def evaluate(
     checkpoint: Path,
     project: Path,
@@ -167,6 +252,7 @@ def evaluate(
     split_seed: int | None = None,
     batch_size: int = 16,
     probes: bool = True,
+    baseline: Path | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Score the test half, compute every metric, write ``report.html`` and ``metrics.json``;
     returns the report's path and the metrics (NaN as None, as in the JSON).
@@ -174,7 +260,8 @@ def evaluate(
     `truth`: reference levels from the task metadata's ``truth.level`` where present (the
     demo world), else the annotators'. Audio backbones are also judged with the audio removed.
     `probes`: also judge the test half under each bias probe (`rewardlab.grm.probes`), one
-    pass per probe.
+    pass per probe. `checkpoint` may be a GRM or a scalar RM (`train-rm`); `baseline`, a second
+    model scored on the same test tasks, adds ``comparison`` (`COMPARED`, one row per model).
     """
     ckpt, held, grm = _held_out_and_grm(checkpoint, project, eval_share, split_seed)
     k = held.split.data.k
@@ -189,12 +276,12 @@ def evaluate(
         dtype=np.float64,
     )
     labels = breakdown_labels(examples)
-    probs = grm.judge(items, batch_size=batch_size, progress=True).probs
-    metrics = evaluation_metrics(probs, mapper, reference, units, length_diff, labels)
-    silence = None
-    if grm.encoder.is_audio:
-        muted = grm.judge(items, audio="silence", batch_size=batch_size, progress=True).probs
-        silence = evaluation_metrics(muted, mapper, reference, units, length_diff, labels)
+    scored = TestTasks(items, reference, units, length_diff, labels)
+    probs, metrics, silence = judged_metrics(grm, mapper, scored, batch_size)
+    if baseline is not None:
+        metrics["comparison"] = baseline_comparison(
+            (checkpoint, grm, metrics, silence), baseline, held, scored, batch_size
+        )
     expected = probs @ np.arange(-k, k + 1, dtype=np.float64)  # (N, O)
     rewards = mapper(probs, update=False)
     figures = {
@@ -215,6 +302,7 @@ def evaluate(
         figures["probes"] = plot_probes(probe_table(metrics))
     settings = {
         "grm": str(checkpoint),
+        "model": MODEL_NOTES[grm.kind],
         "project": str(project),
         "reference": "ground truth (truth.level) where present"
         if truth

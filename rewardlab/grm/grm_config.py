@@ -43,10 +43,13 @@ class BackboneArguments:
 
 
 @dataclass
-class GRMConfig(TrainingArguments, BackboneArguments):
-    # -- what to train, on what --------------------------------------------------------------
+class DataArguments:
+    """What a reward model trains from, and the held-out split: shared by the GRM and the
+    scalar RM, so both hold out the same tasks when given the same values. Listed first among
+    a config's bases: its `project` must win over TrainingArguments' field of that name."""
+
     model_path: str = field(
-        default="", metadata={"help": "local backbone directory (or a saved GRM to fine-tune)"}
+        default="", metadata={"help": "local backbone directory (or a saved model to fine-tune)"}
     )
     # replaces TrainingArguments' `project` (a Trackio project name): one name per concept in
     # the CLI, and a run that logs to Trackio does so under its project's path
@@ -60,6 +63,14 @@ class GRMConfig(TrainingArguments, BackboneArguments):
     max_tokens: int = field(
         default=2048, metadata={"help": "longest prompt; older turns are dropped to fit"}
     )
+
+    def check_data(self) -> None:
+        if not 0 <= self.eval_share <= 1:
+            raise ValueError(f"eval_share must be in [0, 1], got {self.eval_share}")
+
+
+@dataclass
+class GRMConfig(DataArguments, TrainingArguments, BackboneArguments):
     # -- the objective -----------------------------------------------------------------------
     critique_weight: float = field(
         default=0.1, metadata={"help": "weight of the LM loss on critiques (rationales)"}
@@ -118,7 +129,8 @@ class GRMConfig(TrainingArguments, BackboneArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("eval_share", "critique_share", "fixed_order_share", "fixed_order_anneal"):
+        self.check_data()
+        for name in ("critique_share", "fixed_order_share", "fixed_order_anneal"):
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")

@@ -30,6 +30,7 @@ from rewardlab.rubrics import format_rubric
 from rewardlab.schema import Candidate, Dialogue, Order, Rubric, Task, level_names
 
 FORMAT_FILE = "judge_format.json"
+Reply = Literal["policy", "reference"]  # which of a task's replies a scalar reward model reads
 _SPLIT = "\x00history-ends\x00"  # a sentinel no chat template or user text contains
 
 DEFAULT_SYSTEM = (
@@ -133,17 +134,25 @@ class JudgeFormat:
         return format_rubric(rubric)
 
     def pair_text(self, task: Task, rubric: Rubric | None, order: Order) -> str:
-        if task.rubric_id is not None and (rubric is None or rubric.id != task.rubric_id):
-            raise JudgeInputError(task.id, "rubric_id", f"rubric {task.rubric_id!r} not given")
         pair = [("policy", task.policy), ("reference", task.reference)]
         first, second = Order(order).shown_pair(*pair)
-        parts = []
-        if rubric is not None:
-            parts.append(f"Rubric: {self.rubric_text(rubric)}")
+        parts = self._rubric_block(task, rubric)
         for number, (role, candidate) in enumerate((first, second), start=1):
             parts.append(f"Response {number}: {_candidate_text(task, role, candidate)}")
         parts.append(self.scale_text())
         return "\n".join(parts)
+
+    def reply_text(self, task: Task, rubric: Rubric | None, reply: Reply) -> str:
+        """The block after the history in a scalar reward model's prompt: the rubric, if any,
+        and ONE reply (`reply`: which of the task's two), with no scale to answer on."""
+        parts = self._rubric_block(task, rubric)
+        parts.append(f"Reply: {_candidate_text(task, reply, getattr(task, reply))}")
+        return "\n".join(parts)
+
+    def _rubric_block(self, task: Task, rubric: Rubric | None) -> list[str]:
+        if task.rubric_id is not None and (rubric is None or rubric.id != task.rubric_id):
+            raise JudgeInputError(task.id, "rubric_id", f"rubric {task.rubric_id!r} not given")
+        return [] if rubric is None else [f"Rubric: {self.rubric_text(rubric)}"]
 
     def messages(
         self,
@@ -154,14 +163,21 @@ class JudgeFormat:
         *,
         audio: bool,
         omitted: int = 0,
+        reply: Reply | None = None,
     ) -> list[dict]:
-        """Chat messages with a split sentinel between the history block and the pair block.
+        """Chat messages with a split sentinel between the history block and the pair block
+        (or, with `reply`, the one reply a scalar reward model scores).
 
         Audio backbones get content lists (their templates place the audio placeholders);
         text backbones get one string, where audio turns are shown by transcript.
         """
         content = self.history_content(dialogue, task, audio, omitted)
-        content.append({"type": "text", "text": _SPLIT + self.pair_text(task, rubric, order)})
+        block = (
+            self.pair_text(task, rubric, order)
+            if reply is None
+            else self.reply_text(task, rubric, reply)
+        )
+        content.append({"type": "text", "text": _SPLIT + block})
         if not audio:
             content = "".join(item["text"] for item in content)  # type: ignore[assignment]
         return [{"role": "system", "content": self.system}, {"role": "user", "content": content}]
@@ -176,12 +192,15 @@ class JudgeFormat:
         *,
         audio: bool,
         omitted: int = 0,
+        reply: Reply | None = None,
     ) -> tuple[str, str, list[str]]:
         """(history text, pair text ending at the verdict slot, audio paths in order).
 
         `template` is the processor (audio backbones) or tokenizer whose chat template is used.
         """
-        messages = self.messages(dialogue, task, rubric, order, audio=audio, omitted=omitted)
+        messages = self.messages(
+            dialogue, task, rubric, order, audio=audio, omitted=omitted, reply=reply
+        )
         text = template.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         history, pair = text.split(_SPLIT)
         paths = [

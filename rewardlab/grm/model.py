@@ -110,6 +110,8 @@ def history_key(prompt: EncodedPrompt) -> tuple:
 
 
 class GenerativeRewardModel:
+    kind = "GRM"
+
     def __init__(
         self,
         model: PreTrainedModel | PeftModel,

@@ -23,6 +23,7 @@ from rewardlab.grm.examples import GRMExample, load_examples, split_examples
 from rewardlab.grm.grm_config import GRMConfig
 from rewardlab.grm.grm_trainer import GRMTrainer
 from rewardlab.grm.model import GenerativeRewardModel
+from rewardlab.grm.scalar_rm import ScalarRewardModel
 
 
 def reference_levels(examples: list[GRMExample], *, truth: bool = True) -> np.ndarray:
@@ -40,9 +41,13 @@ def reference_levels(examples: list[GRMExample], *, truth: bool = True) -> np.nd
 
 
 def evaluate_grm(
-    grm: GenerativeRewardModel, examples: list[GRMExample], *, batch_size: int = 32
+    grm: GenerativeRewardModel | ScalarRewardModel,
+    examples: list[GRMExample],
+    *,
+    batch_size: int = 32,
 ) -> dict[str, float]:
-    """Held-out metrics with the audio, and with the audio removed (fixed-length silence)."""
+    """Held-out metrics with the audio, and with the audio removed (fixed-length silence); a
+    scalar RM (`train-rm`) is judged through its ordinal link the same way."""
     reference = reference_levels(examples)
     audio_only = np.array(
         [bool(e.item.task.metadata.get("truth", {}).get("audio_only")) for e in examples]
