@@ -203,7 +203,7 @@ def test_cli_trains_evaluates_and_compares_with_the_grm_on_the_same_tasks(world,
     report = json.loads((tmp_path / "rm" / "eval.json").read_text())
     assert report["judge/consistency"] == 1.0 and "silence/judge/accuracy" in report
     rm = str(tmp_path / "rm" / "final")
-    common_eval = ["--project", str(project), "--truth"]
+    common_eval = ["--project", str(project), "--truth", "--no-probes"]  # tests/test_probes.py
     assert main(["evaluate", "--grm", rm, "--out", str(tmp_path / "alone"), *common_eval]) == 0
     alone = json.loads((tmp_path / "alone" / "metrics.json").read_text())
     assert alone["settings"]["model"].startswith("scalar RM") and "silence" in alone

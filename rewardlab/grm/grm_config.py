@@ -79,7 +79,7 @@ class GRMConfig(DataArguments, TrainingArguments, BackboneArguments):
         default=0.3, metadata={"help": "share of examples with a rationale trained with it"}
     )
     order_consistency_weight: float = field(
-        default=10.0,
+        default=0.0,
         metadata={
             "help": "weight of the symmetric KL between the verdict distributions of a task's "
             "two presentation orders (both policy vs reference), applied once the fixed-order "
