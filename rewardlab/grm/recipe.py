@@ -63,6 +63,22 @@ def evaluate_grm(
     return report
 
 
+def save_run(
+    model: GenerativeRewardModel | ScalarRewardModel, config, held_out: list[GRMExample]
+) -> dict[str, float]:
+    """A trained model into ``output_dir/final`` with its config, then ``eval.json``: the
+    held-out metrics (empty without a held-out split)."""
+    out = Path(config.output_dir)
+    # final/ is replaced whole: a reward mapper calibrated for an earlier model must not survive
+    shutil.rmtree(out / "final", ignore_errors=True)
+    model.save(out / "final")
+    GRMCheckpoint(out).save_config(config)
+    GRMCheckpoint(out / "final").save_config(config)
+    report = evaluate_grm(model, held_out) if held_out else {}
+    (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
 def parse_config(path: Path, overrides: list[str] | None = None, config_class: type = GRMConfig):
     """A YAML recipe, then `--field-name value` overrides (`--field_name` is read the same);
     unknown fields are errors."""
@@ -107,12 +123,4 @@ def train_grm(config: GRMConfig) -> dict[str, float]:
     lengths = prompt_lengths(grm.encoder, train)
     trainer = GRMTrainer(grm.model, config, grm.encoder, train, lengths=lengths)
     trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
-    out = Path(config.output_dir)
-    # final/ is replaced whole: a reward mapper calibrated for an earlier model must not survive
-    shutil.rmtree(out / "final", ignore_errors=True)
-    grm.save(out / "final")
-    GRMCheckpoint(out).save_config(config)
-    GRMCheckpoint(out / "final").save_config(config)
-    report = evaluate_grm(grm, held_out) if held_out else {}
-    (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
+    return save_run(grm, config, held_out)

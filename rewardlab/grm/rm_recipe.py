@@ -13,15 +13,10 @@ OUT/final` and `--baseline OUT/final` read the folder like a GRM's.
 
 from __future__ import annotations
 
-import json
-import shutil
-from pathlib import Path
-
 import numpy as np
 
-from rewardlab.grm.checkpoint import GRMCheckpoint
 from rewardlab.grm.examples import load_examples, split_examples
-from rewardlab.grm.recipe import evaluate_grm
+from rewardlab.grm.recipe import save_run
 from rewardlab.grm.rm_config import RMConfig
 from rewardlab.grm.rm_trainer import RMTrainer
 from rewardlab.grm.scalar_rm import ScalarRewardModel
@@ -52,12 +47,4 @@ def train_rm(config: RMConfig) -> dict[str, float]:
     print(
         f"ordinal link: slope {link.slope:.3f}, cutpoints {[round(c, 3) for c in link.cutpoints]}"
     )
-    out = Path(config.output_dir)
-    # final/ is replaced whole: a reward mapper calibrated for an earlier model must not survive
-    shutil.rmtree(out / "final", ignore_errors=True)
-    rm.save(out / "final")
-    GRMCheckpoint(out).save_config(config)
-    GRMCheckpoint(out / "final").save_config(config)
-    report = evaluate_grm(rm, held_out) if held_out else {}
-    (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
+    return save_run(rm, config, held_out)
