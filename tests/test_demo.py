@@ -12,7 +12,15 @@ import pytest
 
 from rewardlab.audio import load_ref
 from rewardlab.demo import DemoConfig, build_demo_project
-from rewardlab.demo.world import Reply, make_scenes, more_pairs, true_level
+from rewardlab.demo.world import (
+    Reply,
+    make_scenes,
+    more_pairs,
+    scene_rules,
+    score_reply,
+    true_level,
+    truth_of_reply,
+)
 from rewardlab.store import Store
 from rewardlab.store.export import judgments_frame
 
@@ -53,6 +61,53 @@ def test_true_level_by_hand():
     assert true_level(scene, k=1) == 1
     swapped = replace(scene, policy=scene.reference, reference=scene.policy)
     assert true_level(swapped, k=3) == -3
+
+
+def test_the_reply_scorer_reads_back_every_reply_the_world_writes():
+    """Free text scored by the world's rules gives the scores the reply was built with, for
+    every reply of every scene, every mood and every instruction."""
+    scenes = make_scenes(300, seed=4)
+    scenes += more_pairs(scenes, 3, seed=4)
+    checked = 0
+    for scene in scenes:
+        for tone in ("excited", "sad", "whisper", "neutral"):
+            for memory in ("right", "generic", "wrong"):
+                for retention in (True, False):
+                    reply = Reply(tone, memory, retention)
+                    text = scene.reply_text(reply)
+                    assert score_reply(scene_rules(scene), text) == scene.scores(reply), text
+                    checked += 1
+    assert checked == len(scenes) * 24
+
+
+def test_the_reply_scorer_on_text_no_scene_wrote():
+    scene = replace(
+        make_scenes(1, seed=0)[0],
+        fact="colour",
+        value="blue",
+        stale_value="red",
+        instruction="sign_off",
+        mood="sad",
+    )
+    rules = scene_rules(scene)
+    assert score_reply(rules, "") == {"tone": -1, "memory": -1, "retention": -1}
+    both_openers = "Oh, I am so sorry to hear that. That is fantastic news! Paint it blue."
+    assert score_reply(rules, both_openers)["tone"] == -1
+    assert score_reply(rules, "oh,  I am SO sorry to hear that.   blue over and out.") == {
+        "tone": 1,
+        "memory": 1,
+        "retention": 1,
+    }
+    assert score_reply(rules, "Paint it blue or red.")["memory"] == -1  # the stale value too
+    assert score_reply(rules, "Paint it blueberry.")["memory"] == -1  # whole words only
+    dialogue = type("D", (), {"metadata": {"rules": rules}})()
+    assert truth_of_reply(dialogue, "Paint it blue. Over and out.") == {
+        "tone": -1,
+        "memory": 1,
+        "retention": 1,
+        "total": 1,
+    }
+    assert truth_of_reply(type("D", (), {"metadata": {}})(), "anything") is None
 
 
 def test_audio_only_twins_differ_only_in_how_they_sound():
@@ -128,6 +183,11 @@ def test_the_project_is_fully_imported_and_judged(demo: Store):
         dialogue = demo.dialogue(task.dialogue_id)
         assert task.turn_index == len(dialogue.turns) - 1
         assert all(t.audio and t.text for t in dialogue.turns if t.role == "user")
+        rules = dialogue.metadata["rules"]
+        assert rules["mood"] == task.metadata["truth"]["mood"]
+        scores = task.metadata["truth"]["scores"]
+        assert score_reply(rules, task.policy.text) == scores["policy"]
+        assert score_reply(rules, task.reference.text) == scores["reference"]
     rubric_judgments = [j for j in demo.judgments() if demo.task(j.task_id).rubric_id]
     assert rubric_judgments
     for judgment in rubric_judgments:

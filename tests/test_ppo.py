@@ -289,7 +289,9 @@ def test_config_rejects_bad_values(tmp_path):
     for bad in ({"kl_estimator": "k2"}, {"num_ppo_epochs": 0}, {"temperature": 0.0},
                 {"separator": ""}, {"max_steps": -1}, {"eval_share": 1.5},
                 {"eval_samples": 0}, {"optim": "sgd"}, {"rollouts_per_prompt": 0},
-                {"rollouts_per_prompt": 3}):  # fmt: skip
+                {"rollouts_per_prompt": 3}, {"truth_scorer": "rewardlab.demo.world"},
+                {"truth_scorer": "rewardlab.demo.world:no_such_scorer"},
+                {"truth_scorer": "rewardlab.demo.world:MOODS"}):  # fmt: skip
         with pytest.raises(ValueError):
             config(tmp_path, **bad)
 
@@ -335,14 +337,33 @@ def test_cli_trains_and_reports_the_held_out_reward(world, tmp_path, capsys):
         f"model_path: {world['policy']}\ngrm: {world['grm']}\nproject: {world['project']}\n"
         f"output_dir: {tmp_path / 'run'}\nuse_cpu: true\nmax_steps: 1\neval_share: 0.25\n"
         "split_seed: 0\n"
-        "per_device_train_batch_size: 4\nresponse_length: 8\neval_prompts: 4\neval_samples: 2\n"
+        "per_device_train_batch_size: 4\nresponse_length: 8\neval_prompts: 5\neval_samples: 2\n"
         "disable_tqdm: true\nsave_strategy: 'no'\n"
+        "truth_scorer: rewardlab.demo.world:truth_of_reply\n"
     )
     assert main(["ppo", "--config", str(recipe), "--num_ppo_epochs", "1"]) == 0
-    assert "held-out GRM reward (4 prompts x 2 replies): before" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "held-out GRM reward (5 prompts x 2 replies): before" in out
     report = json.loads((tmp_path / "run" / "ppo_eval.json").read_text())
-    assert report["before"]["prompts"] == report["after"]["prompts"] == 4
+    before, after = report["before"], report["after"]
+    assert before["prompts"] == after["prompts"] == 5
     assert report["after_silence"]["samples_per_prompt"] == 2 and "gain_silence" in report
+    # every reply scored by the world's own rules too, per axis and in total, and the gains
+    # split by prompt kind (the held-out prompts hold both kinds)
+    kinds = before["kind_per_prompt"]
+    assert set(kinds) == {"plain", "rubric"}, kinds
+    for axis in ("tone", "memory", "retention", "total"):
+        assert -3 <= after[f"truth_{axis}_mean"] <= 3
+    truth_diff = np.asarray(after["truth_per_prompt"]) - np.asarray(before["truth_per_prompt"])
+    assert report["truth_gain"]["mean"] == pytest.approx(truth_diff.mean())
+    assert report["truth_gain"]["n"] == 5
+    for kind in ("plain", "rubric"):
+        gain = report[f"gain_{kind}"]
+        diff = [a - b for a, b, k in zip(after["reward_per_prompt"], before["reward_per_prompt"],
+                                          kinds, strict=True) if k == kind]  # fmt: skip
+        assert gain["n"] == len(diff) and gain["mean"] == pytest.approx(np.mean(diff))
+        assert f"truth_gain_{kind}" in report
+    assert "held-out truth gain:" in out
     policy, _ = load_policy(tmp_path / "run" / "final")
     assert policy.is_audio
     assert main(["ppo", "--config", str(recipe), "--kl_estimator", "k9"]) == 1

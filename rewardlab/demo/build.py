@@ -20,7 +20,14 @@ from tqdm.auto import tqdm
 
 from rewardlab.demo.annotators import judge, make_annotators
 from rewardlab.demo.tts import synthesise_all
-from rewardlab.demo.world import ACKNOWLEDGEMENTS, Scene, make_scenes, more_pairs, true_level
+from rewardlab.demo.world import (
+    ACKNOWLEDGEMENTS,
+    Scene,
+    make_scenes,
+    more_pairs,
+    scene_rules,
+    true_level,
+)
 from rewardlab.schema import ProjectSettings
 from rewardlab.store import DB_NAME, Store
 from rewardlab.store.importer import import_jsonl
@@ -100,7 +107,8 @@ def scene_records(scene: Scene, k: int, gold: bool) -> tuple[dict, dict]:
         "gold_level": level if gold else None,
         "metadata": {"truth": truth},
     }
-    dialogue = {"id": dialogue_id, "turns": turns, "metadata": {"world": "rewardlab-demo"}}
+    metadata = {"world": "rewardlab-demo", "rules": scene_rules(scene)}
+    dialogue = {"id": dialogue_id, "turns": turns, "metadata": metadata}
     return dialogue, task
 
 

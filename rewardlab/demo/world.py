@@ -28,7 +28,9 @@ Everything here is pure and seeded; `rewardlab.demo.build` turns it into audio a
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from rewardlab.demo.tts import Speech
 
@@ -146,6 +148,54 @@ class Scene:
         scores["memory"] = {"right": 1, "generic": 0, "wrong": -1}[reply.memory]
         scores["retention"] = (1 if reply.retention else -1) if self.instruction else 0
         return scores
+
+
+def scene_rules(scene: Scene) -> dict:
+    """What a reply to this dialogue is scored against; stored in the dialogue's metadata so a
+    reply written later (by a policy) can be scored by `score_reply`."""
+    return {
+        "fact": scene.fact,
+        "value": scene.value,
+        "stale_value": scene.stale_value,
+        "instruction": scene.instruction,
+        "mood": scene.mood,
+    }
+
+
+def score_reply(rules: dict, text: str) -> dict[str, int]:
+    """The world's own per-axis scores of a free-text reply, by the rules replies are built
+    from: the fitting opener and no other (tone); the right value named and no other, a generic
+    reply 0, anything else -1 (memory); the instruction's prefix or suffix (retention). For
+    every reply the world writes this equals `Scene.scores`."""
+    said = " ".join(text.lower().split())
+    openers = [mood for mood, spec in MOODS.items() if spec[3].lower() in said]
+    scores = {"tone": 1 if openers == [rules["mood"]] else -1}
+    values, _, _, _, generic = FACTS[rules["fact"]]
+    named = {v for v in values if re.search(rf"\b{re.escape(v.lower())}\b", said)}
+    if named == {rules["value"]}:
+        scores["memory"] = 1
+    elif not named and generic.lower() in said:
+        scores["memory"] = 0
+    else:
+        scores["memory"] = -1
+    instruction = rules.get("instruction")
+    if instruction is None:
+        scores["retention"] = 0
+    else:
+        prefix, suffix = (part.strip().lower() for part in INSTRUCTIONS[instruction][1:])
+        kept = said.startswith(prefix) if prefix else said.endswith(suffix)
+        scores["retention"] = 1 if kept else -1
+    return scores
+
+
+def truth_of_reply(dialogue: Any, reply: str) -> dict[str, float] | None:
+    """A PPO truth scorer (``AudioPPOConfig.truth_scorer``): the reply's per-axis scores and
+    their sum under ``total``, for a dialogue of this world; None for any other dialogue."""
+    rules = dialogue.metadata.get("rules")
+    if rules is None:
+        return None
+    scores = score_reply(rules, reply)
+    return {**scores, "total": sum(scores.values())}
 
 
 def true_level(scene: Scene, k: int) -> int:

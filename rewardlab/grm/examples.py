@@ -150,7 +150,9 @@ def _item(row: dict, rubrics: dict[str, Rubric]) -> JudgeItem:
             raise JudgeInputError(task.id, "rubric_id", f"unknown rubric {task.rubric_id!r}")
         rubric = rubrics[task.rubric_id]
     # the exported history is turns[0..turn_index]: all the dialogue the task can see
-    dialogue = Dialogue(id=row["dialogue_id"], turns=turns)
+    # an export written before dialogue metadata was a column has none
+    metadata = json.loads(row.get("dialogue_metadata") or "{}")
+    dialogue = Dialogue(id=row["dialogue_id"], turns=turns, metadata=metadata)
     return JudgeItem(task, dialogue, rubric)
 
 

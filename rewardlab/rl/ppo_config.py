@@ -18,8 +18,11 @@ AdamW, fused or not), the schedule's (``lr_scheduler_type``, ``lr_scheduler_kwar
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from transformers import TrainingArguments
 
@@ -57,6 +60,14 @@ class AudioPPOConfig(TrainingArguments, BackboneArguments):
         metadata={
             "help": "also evaluate with the policy hearing silence in every clip's place: a "
             "gain that survives it did not come from listening"
+        },
+    )
+    truth_scorer: str | None = field(
+        default=None,
+        metadata={
+            "help": "'module:function' scoring a held-out reply by known truth, (dialogue,"
+            " reply) -> {axis: score, 'total': ...} or None; reported beside the GRM reward"
+            " (e.g. rewardlab.demo.world:truth_of_reply for the demo world)"
         },
     )
     max_prompt_tokens: int = field(
@@ -140,6 +151,8 @@ class AudioPPOConfig(TrainingArguments, BackboneArguments):
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         self.check_backbone()
+        if self.truth_scorer is not None:
+            resolve_truth_scorer(self.truth_scorer)  # a typo fails now, not after training
         if not self.separator:
             raise ValueError("separator must be non-empty: it splits reasoning from the reply")
         if self.optim not in OPTIMIZERS:
@@ -160,3 +173,17 @@ def parse_ppo_config(path: Path, overrides: list[str] | None = None) -> AudioPPO
     from rewardlab.grm.recipe import parse_config  # the GRM's parser (and its trainer) on demand
 
     return parse_config(path, overrides, AudioPPOConfig)
+
+
+def resolve_truth_scorer(spec: str) -> Callable[[Any, str], dict[str, float] | None]:
+    """The function a ``module:function`` spec names, or a ValueError saying what is wrong."""
+    module_name, _, name = spec.partition(":")
+    if not module_name or not name:
+        raise ValueError(f"truth_scorer must be 'module:function', got {spec!r}")
+    try:
+        scorer = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"truth_scorer {spec!r} cannot be imported: {err}") from err
+    if not callable(scorer):
+        raise ValueError(f"truth_scorer {spec!r} is not callable")
+    return scorer

@@ -278,17 +278,23 @@ def should_save(config: AudioPPOConfig, step: int) -> bool:
 
 
 def gains(report: dict[str, Any], silence: bool) -> dict[str, Any]:
-    """The paired held-out gains (and with the policy hearing silence), printed."""
-    gain = paired_gain(report["before"], report["after"])
-    out: dict[str, Any] = {"gain": gain}
-    print(f"held-out gain: {gain['mean']:+.3f} ± {gain['sem']:.3f} (paired by prompt)")
+    """The paired held-out gains: overall and per prompt kind, of the GRM reward and (with a
+    truth scorer) of the truth, and with the policy hearing silence; printed as a table."""
+    before, after = report["before"], report["after"]
+    keys = ["reward"] + (["truth"] if "truth_per_prompt" in before else [])
+    kinds = sorted(set(before["kind_per_prompt"]))
+    out: dict[str, Any] = {}
+    for key in keys:
+        name = "gain" if key == "reward" else f"{key}_gain"
+        out[name] = paired_gain(before, after, key)
+        for kind in kinds if len(kinds) > 1 else []:
+            out[f"{name}_{kind}"] = paired_gain(before, after, key, kind)
     if silence:
-        out["gain_silence"] = silent = paired_gain(
-            report["before_silence"], report["after_silence"]
-        )
+        out["gain_silence"] = paired_gain(report["before_silence"], report["after_silence"])
+    for name, gain in out.items():
         print(
-            f"held-out gain with the policy hearing silence: {silent['mean']:+.3f} ±"
-            f" {silent['sem']:.3f}"
+            f"held-out {name.replace('_', ' ')}: {gain['mean']:+.3f} ± {gain['sem']:.3f}"
+            f" ({gain['n']} prompts, paired)"
         )
     return out
 

@@ -93,6 +93,7 @@ TASK_SCHEMA = {
     "history": pl.String,  # JSON: the turns up to and including turn_index
     "history_audio": pl.List(pl.String),
     "task_metadata": pl.String,
+    "dialogue_metadata": pl.String,
 }
 
 
@@ -112,8 +113,8 @@ def judgments_frame(store: Store) -> pl.DataFrame:
 
 def tasks_frame(store: Store) -> pl.DataFrame:
     """One row per task with its candidates and the dialogue history up to its turn."""
-    turns = {
-        dialogue_id: json.loads(body)["turns"]
+    dialogues = {
+        dialogue_id: json.loads(body)
         for rows in store.snapshot("SELECT id, body FROM dialogues")
         for dialogue_id, body in rows
     }
@@ -121,7 +122,8 @@ def tasks_frame(store: Store) -> pl.DataFrame:
     for rows in store.snapshot("SELECT body FROM tasks ORDER BY id"):
         for (body,) in rows:
             task = json.loads(body)
-            history = turns[task["dialogue_id"]][: task["turn_index"] + 1]
+            dialogue = dialogues[task["dialogue_id"]]
+            history = dialogue["turns"][: task["turn_index"] + 1]
             records.append(
                 {
                     "task_id": task["id"],
@@ -135,6 +137,7 @@ def tasks_frame(store: Store) -> pl.DataFrame:
                     "history": json.dumps(history),
                     "history_audio": [t["audio"]["path"] for t in history if t["audio"]],
                     "task_metadata": json.dumps(task["metadata"]),
+                    "dialogue_metadata": json.dumps(dialogue["metadata"]),
                 }
             )
     return pl.DataFrame(records, schema=TASK_SCHEMA)
@@ -212,7 +215,8 @@ def project_frame(store: Store) -> pl.DataFrame:
     bare = dialogues.select("dialogue_id").join(
         tasks.select("dialogue_id"), on="dialogue_id", how="anti"
     )
-    frame = pl.concat([judged, unjudged, bare], how="diagonal")
+    # every row takes its dialogue's metadata from `dialogues`, task-less rows included
+    frame = pl.concat([judged, unjudged, bare], how="diagonal").drop("dialogue_metadata")
     return frame.with_columns(
         pl.lit(store.k, dtype=pl.Int8).alias("k"),
         pl.col("policy_audio").alias("policy_audio_path"),
