@@ -29,10 +29,8 @@ STAMP := $(VENV)/.rewardlab-installed
 moved = $(if $(filter-out demo_out,$(DEMO_DIR)),$(1))
 GRM_FOLDERS := --model-path $(DEMO_DIR)/tiny-grm-init --project $(DEMO_DIR) --output-dir $(DEMO_DIR)/grm-stage1
 REFINE_FOLDERS := --model-path $(DEMO_DIR)/grm-stage1/final --project $(DEMO_DIR) --output-dir $(DEMO_DIR)/grm
-AUDIO_GRM_FOLDERS := --model-path $(DEMO_DIR)/audio_world/tiny-grm-init \
-	--project $(DEMO_DIR)/audio_world --output-dir $(DEMO_DIR)/audio_grm
-PPO_FOLDERS := --model-path $(DEMO_DIR)/policy-init --grm $(DEMO_DIR)/audio_grm/final \
-	--project $(DEMO_DIR)/audio_world --output-dir $(DEMO_DIR)/ppo
+PPO_FOLDERS := --model-path $(DEMO_DIR)/policy-init --grm $(DEMO_DIR)/grm/final \
+	--project $(DEMO_DIR) --output-dir $(DEMO_DIR)/ppo
 
 .PHONY: demo test setup system lint format bench clean-demo
 
@@ -50,14 +48,11 @@ demo: setup
 	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab evaluate --grm $(DEMO_DIR)/grm/final --project $(DEMO_DIR) \
 		--out $(DEMO_DIR)/report --truth
 	@echo "GRM evaluation report: $(DEMO_DIR)/report/report.html (numbers: $(DEMO_DIR)/report/metrics.json)"
-	# RL: a GRM that hears the audio (the audio-only world), a tiny audio policy warm-started on
-	# that world's replies, then PPO against the GRM; prints the held-out reward before and after
-	$(VENV)/bin/rewardlab demo-data --out $(DEMO_DIR)/audio_world --n 200 --pairs 4 \
-		--audio-only-share 1 --seed 5 --force
-	$(VENV)/bin/rewardlab tiny-grm --project $(DEMO_DIR)/audio_world --out $(DEMO_DIR)/audio_world/tiny-grm-init
-	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab train-grm --config training/grm_audio_demo.yaml$(call moved, $(AUDIO_GRM_FOLDERS))
-	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab tiny-policy --project $(DEMO_DIR)/audio_world \
-		--grm $(DEMO_DIR)/audio_grm/final --out $(DEMO_DIR)/policy-init --steps 150
+	# RL against that same calibrated GRM: a tiny audio policy warm-started on the world's
+	# replies, then PPO on rubric and plain prompts in one run; prints the held-out GRM reward
+	# and the world's own truth score of the replies, before and after, per prompt kind
+	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab tiny-policy --project $(DEMO_DIR) \
+		--grm $(DEMO_DIR)/grm/final --out $(DEMO_DIR)/policy-init --steps 150
 	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab ppo --config training/ppo_demo.yaml$(call moved, $(PPO_FOLDERS))$(if \
 		$(filter-out 60,$(PPO_STEPS)), --max-steps $(PPO_STEPS))
 	@$(VENV)/bin/rewardlab demo-accounts $(DEMO_DIR)

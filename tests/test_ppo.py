@@ -352,7 +352,7 @@ def test_cli_trains_and_reports_the_held_out_reward(world, tmp_path, capsys):
     # split by prompt kind (the held-out prompts hold both kinds)
     kinds = before["kind_per_prompt"]
     assert set(kinds) == {"plain", "rubric"}, kinds
-    for axis in ("tone", "memory", "retention", "total"):
+    for axis in ("tone", "memory", "retention"):
         assert -3 <= after[f"truth_{axis}_mean"] <= 3
     truth_diff = np.asarray(after["truth_per_prompt"]) - np.asarray(before["truth_per_prompt"])
     assert report["truth_gain"]["mean"] == pytest.approx(truth_diff.mean())

@@ -103,7 +103,9 @@ def truth_scores(
     table = np.array([[row[axis] for axis in axes] for row in rows], dtype=float)
     per_prompt = table.reshape(len(rows) // samples, samples, len(axes)).mean(axis=1)
     out: dict[str, Any] = {
-        f"truth_{axis}_mean": float(per_prompt[:, i].mean()) for i, axis in enumerate(axes)
+        f"truth_{axis}_mean": float(per_prompt[:, i].mean())
+        for i, axis in enumerate(axes)
+        if axis != "total"
     }
     total = per_prompt[:, axes.index("total")] if "total" in axes else per_prompt.sum(axis=1)
     return out | {
