@@ -31,6 +31,8 @@ GRM_FOLDERS := --model-path $(DEMO_DIR)/tiny-grm-init --project $(DEMO_DIR) --ou
 REFINE_FOLDERS := --model-path $(DEMO_DIR)/grm-stage1/final --project $(DEMO_DIR) --output-dir $(DEMO_DIR)/grm
 PPO_FOLDERS := --model-path $(DEMO_DIR)/policy-init --grm $(DEMO_DIR)/grm/final \
 	--project $(DEMO_DIR) --output-dir $(DEMO_DIR)/ppo
+ROUND2_FOLDERS := --model-path $(DEMO_DIR)/grm/final --project $(DEMO_DIR) \
+	--output-dir $(DEMO_DIR)/grm-round2
 
 .PHONY: demo test setup system lint format bench clean-demo
 
@@ -55,6 +57,17 @@ demo: setup
 		--grm $(DEMO_DIR)/grm/final --out $(DEMO_DIR)/policy-init --steps 150
 	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab ppo --config training/ppo_demo.yaml$(call moved, $(PPO_FOLDERS))$(if \
 		$(filter-out 60,$(PPO_STEPS)), --max-steps $(PPO_STEPS))
+	# round two: the warm-start and the PPO policy reply to every prompt; the replies become
+	# tasks, labelled by the world's rules and judged by its annotators; the judge trains on
+	# rounds 1 and 2; one page shows the loop (PPO, and both judges on round 2's held-out pairs)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab sample --policy $(DEMO_DIR)/policy-init \
+		--project $(DEMO_DIR) --out $(DEMO_DIR)/round2/tasks.jsonl --round 2 --batch-size 32
+	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab sample --policy $(DEMO_DIR)/ppo/final \
+		--project $(DEMO_DIR) --out $(DEMO_DIR)/round2/tasks.jsonl --round 2 --batch-size 32
+	$(VENV)/bin/rewardlab demo-annotate $(DEMO_DIR) --tasks $(DEMO_DIR)/round2/tasks.jsonl
+	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab train-grm --config training/grm_demo_round2.yaml$(call moved, $(ROUND2_FOLDERS))
+	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab loop-report --ppo $(DEMO_DIR)/ppo --project $(DEMO_DIR) \
+		--grm $(DEMO_DIR)/grm/final --grm-round2 $(DEMO_DIR)/grm-round2/final --out $(DEMO_DIR)/loop
 	@$(VENV)/bin/rewardlab demo-accounts $(DEMO_DIR)
 
 test: setup

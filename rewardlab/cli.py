@@ -17,6 +17,8 @@
     rewardlab tiny-policy --project P --out DIR           a tiny audio policy, warm-started
     rewardlab ppo --config training/ppo_demo.yaml         PPO of a policy against a GRM
     rewardlab sample --policy CKPT --project P --out T    a policy's replies as tasks to judge
+    rewardlab demo-annotate PROJECT --tasks T             ... judged by the demo world's rules
+    rewardlab loop-report --ppo RUN --out DIR             PPO and the next round's judges
     rewardlab serve-reward GRM --project P                the GRM as a reward service over HTTP
     rewardlab argilla push PROJECT                        tasks to Argilla (ARGILLA_API_URL/KEY)
     rewardlab argilla pull PROJECT                        submitted Argilla responses as judgments

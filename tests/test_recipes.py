@@ -88,6 +88,7 @@ def test_make_demo_runs_each_demo_recipe_as_its_header_says():
     assert set(commands) == {
         "training/grm_demo.yaml",
         "training/grm_demo_refine.yaml",
+        "training/grm_demo_round2.yaml",
         "training/ppo_demo.yaml",
     }
     for recipe, argv in commands.items():

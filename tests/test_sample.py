@@ -84,6 +84,23 @@ def test_sampled_tasks_import_as_they_are_and_the_app_serves_one(setup, tmp_path
     assert shown == {served["policy"]["text"], served["reference"]["text"]}
 
 
+def test_held_out_of_a_grm_samples_only_the_dialogues_it_held_out(setup, tmp_path):
+    from rewardlab.grm.checkpoint import CONFIG_FILE
+    from rewardlab.grm.examples import load_examples, split_examples
+
+    grm = tmp_path / "grm"  # a GRM folder as far as its split goes: the config it trained with
+    grm.mkdir()
+    (grm / CONFIG_FILE).write_text("eval_share: 0.25\nsplit_seed: 3\n")
+    _, held = split_examples(load_examples(setup["project"]).examples, 0.25, 3)
+    held_dialogues = {e.item.task.dialogue_id for e in held}
+    assert 0 < len(held_dialogues) < setup["prompts"]
+    out = tmp_path / "held.jsonl"
+    assert main(sample_args(setup, out, "--held-out-of", str(grm))) == 0
+    records = read(out)
+    assert {r["dialogue_id"] for r in records} == held_dialogues
+    assert len(records) == 2 * len(held_dialogues)
+
+
 def test_an_interrupted_run_resumes_without_writing_a_task_twice(setup, tmp_path):
     out = tmp_path / "resumed.jsonl"
     command = [sys.executable, "-m", "rewardlab.cli", *sample_args(setup, out, "--batch-size", "1")]

@@ -1,5 +1,11 @@
-"""`rewardlab demo-data --out DIR --n 240`: the synthetic demo world (real espeak-ng speech,
-simulated annotators) built as a judged project; `rewardlab.demo` documents the world."""
+"""The synthetic demo world (real espeak-ng speech, simulated annotators); `rewardlab.demo`
+documents the world.
+
+    rewardlab demo-data --out DIR --n 240               the world, built as a judged project
+    rewardlab demo-annotate DIR --tasks round2.jsonl    a next round (a policy's replies, from
+                                                        `rewardlab sample`) labelled by the
+                                                        world's rules and its annotators
+"""
 
 from __future__ import annotations
 
@@ -29,7 +35,28 @@ def run_demo_data(args: argparse.Namespace) -> None:
         )
 
 
+def run_demo_annotate(args: argparse.Namespace) -> None:
+    from rewardlab.demo.rounds import label_round
+    from rewardlab.store import Store
+
+    with Store(args.project) as store:
+        report = label_round(store, args.tasks, seed=args.seed, annotators=args.annotators)
+    print(f"{args.project}: {report.summary()}")
+
+
 def add_parsers(verbs: Verbs) -> None:
+    annotate = verbs.add_parser(
+        "demo-annotate",
+        help="import new tasks into a demo project, labelled by its rules and annotators",
+    )
+    annotate.add_argument("project", type=Path, help="a project `demo-data` built")
+    annotate.add_argument(
+        "--tasks", required=True, type=Path, help="tasks .jsonl (`rewardlab sample` writes one)"
+    )
+    annotate.add_argument("--seed", type=int, default=0, help="the world's seed (its annotators)")
+    annotate.add_argument("--annotators", type=int, default=8, help="the world's annotators")
+    annotate.set_defaults(run=run_demo_annotate)
+
     demo = verbs.add_parser("demo-data", help="build the demo world as a judged project")
     demo.add_argument("--out", required=True, type=Path, help="project folder to create")
     demo.add_argument("--n", type=int, default=240, help="dialogues (default 240)")

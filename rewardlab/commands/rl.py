@@ -3,6 +3,7 @@
     rewardlab tiny-policy --project P --out DIR           a tiny audio policy, warm-started
     rewardlab ppo --config training/ppo_demo.yaml         PPO of a policy against a GRM
     rewardlab sample --policy CKPT --project P --out T    its replies as tasks, for annotation
+    rewardlab loop-report --ppo RUN --out DIR             PPO and the next round's judges, one page
 
 `ppo` passes every other `--field value` flag on to `AudioPPOConfig` (see `parse_config`).
 """
@@ -51,7 +52,13 @@ def run_ppo(args: argparse.Namespace) -> None:
 
 
 def run_sample(args: argparse.Namespace) -> None:
+    from rewardlab.rl.prompt_split import split_like_grm
     from rewardlab.rl.sampling import SampleSettings, sample_tasks
+
+    dialogues = None
+    if args.held_out_of is not None:
+        held = split_like_grm(args.project, grm_path=args.held_out_of).held_out
+        dialogues = frozenset(example.item.task.dialogue_id for example in held)
 
     settings = SampleSettings(
         n_per_prompt=args.n_per_prompt,
@@ -62,10 +69,43 @@ def run_sample(args: argparse.Namespace) -> None:
         seed=args.seed,
         round=args.round,
         limit=args.limit,
+        dialogues=dialogues,
     )
     report = sample_tasks(args.policy, args.project, args.out, settings)
     print(report.summary(args.out))
     print(f"import them with: rewardlab import {args.project} --tasks {args.out}")
+
+
+def run_loop_report(args: argparse.Namespace) -> None:
+    from rewardlab.rl.loop_report import write_loop_report
+
+    judges = {"round-1 judge": args.grm} if args.grm else {}
+    if args.grm_round2:
+        judges["round-2 judge"] = args.grm_round2
+    page, numbers = write_loop_report(
+        args.out, args.ppo, project=args.project, judges=judges, round_number=args.round
+    )
+    for name, gain in numbers.items():
+        if isinstance(gain, dict) and "mean" in gain:
+            print(f"{name:<20} {gain['mean']:+.3f} ± {gain['sem']:.3f} ({gain['n']} prompts)")
+    for judge, groups in numbers.get("judges", {}).items():
+        for group, v in groups.items():
+            print(f"{judge} on round {args.round}, {group}: accuracy {v['accuracy']:.3f} ±"
+                  f" {v['se']:.3f} ({v['n']} pairs)")  # fmt: skip
+    print(f"loop report: {page}")
+
+
+def add_loop_report_parser(verbs: Verbs) -> None:
+    loop = verbs.add_parser(
+        "loop-report", help="one page: PPO against the judge, and the judges on the next round"
+    )
+    loop.add_argument("--ppo", required=True, type=Path, help="a `rewardlab ppo` output_dir")
+    loop.add_argument("--project", type=Path, help="the project holding the new round's tasks")
+    add_grm(loop, "the judge PPO ran against (its split picks the held-out pairs)", required=False)
+    loop.add_argument("--grm-round2", type=Path, metavar="CKPT", help="the next round's judge")
+    loop.add_argument("--round", type=int, default=2, help="the new round's number (2)")
+    loop.add_argument("--out", required=True, type=Path, help="folder for loop.html, loop.json")
+    loop.set_defaults(run=run_loop_report)
 
 
 def add_sample_parser(verbs: Verbs) -> None:
@@ -83,11 +123,18 @@ def add_sample_parser(verbs: Verbs) -> None:
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--round", type=int, default=2, help="annotation round, in metadata (2)")
     sample.add_argument("--limit", type=int, help="the first N prompts only")
+    sample.add_argument(
+        "--held-out-of",
+        type=Path,
+        metavar="CKPT",
+        help="only the dialogues this GRM held out (split as it was trained)",
+    )
     sample.set_defaults(run=run_sample)
 
 
 def add_parsers(verbs: Verbs) -> None:
     add_sample_parser(verbs)
+    add_loop_report_parser(verbs)
     policy = verbs.add_parser(
         "tiny-policy", help="a tiny audio policy for a project, warm-started on its replies"
     )

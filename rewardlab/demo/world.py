@@ -198,15 +198,29 @@ def truth_of_reply(dialogue: Any, reply: str) -> dict[str, float] | None:
     return {**scores, "total": sum(scores.values())}
 
 
-def true_level(scene: Scene, k: int) -> int:
-    """Plain task: summed score differences; rubric task: twice its own axis; clipped to ±k."""
-    policy, reference = scene.scores(scene.policy), scene.scores(scene.reference)
-    if scene.rubric_id is None:
+# the axis a rubric judges (a correction is a memory question)
+RUBRIC_AXIS = {
+    rubric: "memory" if axis == "correction" else axis
+    for axis, rubrics in AXIS_RUBRICS.items()
+    for rubric in rubrics
+}
+
+
+def level_of(
+    policy: dict[str, int], reference: dict[str, int], rubric_id: str | None, k: int
+) -> int:
+    """Plain: the summed per-axis differences; under a rubric: twice its own axis; clipped."""
+    if rubric_id is None:
         diff = sum(policy[a] - reference[a] for a in policy)
     else:
-        axis = "memory" if scene.axis == "correction" else scene.axis
+        axis = RUBRIC_AXIS[rubric_id]
         diff = 2 * (policy[axis] - reference[axis])
     return max(-k, min(k, diff))
+
+
+def true_level(scene: Scene, k: int) -> int:
+    """Plain task: summed score differences; rubric task: twice its own axis; clipped to ±k."""
+    return level_of(scene.scores(scene.policy), scene.scores(scene.reference), scene.rubric_id, k)
 
 
 def _prosody(rng: random.Random, mood: str) -> tuple[int, int]:

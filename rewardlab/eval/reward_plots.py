@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 BLUE, ORANGE, GREY = "#4c72b0", "#dd8452", "#8c8c8c"
 
 
-def _subplots(*grid: int, figsize: tuple[float, float], **kwargs):
+def subplots(*grid: int, figsize: tuple[float, float], **kwargs):
     figure = Figure(figsize=figsize, layout="constrained")
     return figure, figure.subplots(*grid, **kwargs)
 
@@ -23,7 +23,7 @@ def plot_confusion(reference: np.ndarray, grm_levels: np.ndarray, k: int) -> Fig
     size = 2 * k + 1
     counts = np.zeros((size, size), dtype=int)
     np.add.at(counts, (reference + k, grm_levels + k), 1)
-    figure, ax = _subplots(figsize=(5.2, 4.4))
+    figure, ax = subplots(figsize=(5.2, 4.4))
     image = ax.imshow(counts, cmap="Blues")
     for (row, col), value in np.ndenumerate(counts):
         if value:
@@ -40,7 +40,7 @@ def plot_confusion(reference: np.ndarray, grm_levels: np.ndarray, k: int) -> Fig
 
 def plot_reward_by_level(rewards: np.ndarray, reference: np.ndarray, k: int) -> Figure:
     """The reward's spread at each reference level: it should rise from left to right."""
-    figure, ax = _subplots(figsize=(6, 4))
+    figure, ax = subplots(figsize=(6, 4))
     levels = [level for level in range(-k, k + 1) if (reference == level).any()]
     ax.boxplot([rewards[reference == level] for level in levels], positions=levels)
     ax.set_xticks(levels, [str(level) for level in levels])
@@ -53,7 +53,7 @@ def plot_reward_by_level(rewards: np.ndarray, reference: np.ndarray, k: int) -> 
 def plot_position(expected_by_order: np.ndarray, k: int) -> Figure:
     """Expected level with the policy shown first against shown second: off the diagonal is
     position bias, across the axes an order-dependent verdict."""
-    figure, ax = _subplots(figsize=(4.8, 4.6))
+    figure, ax = subplots(figsize=(4.8, 4.6))
     ax.scatter(expected_by_order[:, 0], expected_by_order[:, 1], s=14, alpha=0.6, color=BLUE)
     ax.plot([-k, k], [-k, k], color="black", linewidth=1, linestyle="--")
     ax.axhline(0, color=GREY, linewidth=0.8)
@@ -68,7 +68,7 @@ def plot_position(expected_by_order: np.ndarray, k: int) -> Figure:
 
 def plot_reliability(bins: dict[str, dict], method: str) -> Figure:
     """Reliability diagram of P(policy better) on non-tie pairs, raw and after the mapper."""
-    figure, (ax, hist) = _subplots(2, 1, figsize=(5.2, 5.6), height_ratios=[3, 1], sharex=True)
+    figure, (ax, hist) = subplots(2, 1, figsize=(5.2, 5.6), height_ratios=[3, 1], sharex=True)
     ax.plot([0, 1], [0, 1], color="black", linewidth=1, linestyle="--", label="calibrated")
     for name, color in (("raw", ORANGE), ("calibrated", BLUE)):
         if name == "calibrated" and method == "none":
@@ -95,7 +95,7 @@ def plot_reliability(bins: dict[str, dict], method: str) -> Figure:
 
 def plot_length(rewards: np.ndarray, length_diff: np.ndarray, reference: np.ndarray) -> Figure:
     """Reward against the length difference, coloured by the reference level."""
-    figure, ax = _subplots(figsize=(6, 4))
+    figure, ax = subplots(figsize=(6, 4))
     points = ax.scatter(length_diff, rewards, c=reference, cmap="coolwarm", s=14, alpha=0.8)
     if np.ptp(length_diff) > 0:
         slope, intercept = np.polyfit(length_diff, rewards, 1)
@@ -112,7 +112,7 @@ def plot_breakdown(metrics: dict, silence: dict | None) -> Figure:
     """Accuracy on non-tie pairs per group of every breakdown (and without audio, if given)."""
     names = [key for key in metrics if key.startswith("by_")]
     rows = [(name[3:], group) for name in names for group in metrics[name]]
-    figure, ax = _subplots(figsize=(7, 0.35 * len(rows) + 1.5))
+    figure, ax = subplots(figsize=(7, 0.35 * len(rows) + 1.5))
     y = np.arange(len(rows))
     height = 0.4 if silence else 0.7
     audio = [metrics[f"by_{name}"][group]["accuracy"] for name, group in rows]
@@ -141,7 +141,7 @@ def plot_audio_ablation(metrics: dict, silence: dict) -> Figure:
         return source[key] if group is None else source["by_audio"][group][key]
 
     x = np.arange(len(groups))
-    figure, ax = _subplots(figsize=(5.5, 3.8))
+    figure, ax = subplots(figsize=(5.5, 3.8))
     with_audio = [value(metrics, key, group) for key, group in groups.values()]
     without = [value(silence, key, group) for key, group in groups.values()]
     ax.bar(x - 0.2, np.nan_to_num(with_audio), width=0.4, color=BLUE, label="with audio")
@@ -161,7 +161,7 @@ def plot_probes(table: dict[str, dict[str, float]]) -> Figure:
     A probe that must not matter has empty bars."""
     names = list(table)
     y = np.arange(len(names))
-    figure, (flips, shifts) = _subplots(
+    figure, (flips, shifts) = subplots(
         1, 2, figsize=(9, 0.4 * len(names) + 1.6), sharey=True, width_ratios=(1, 1.4)
     )
     flips.barh(y, np.nan_to_num([table[n]["flip_rate"] for n in names]), color=ORANGE)

@@ -150,8 +150,9 @@ def calibrate(
 
 
 def breakdown_labels(examples: list[GRMExample]) -> dict[str, list[str]]:
-    """Each task's group per breakdown: its rubric, the rubric's axis, and where the task's
-    metadata has them (the demo world's ``truth``), its axis and whether only audio decides it."""
+    """Each task's group per breakdown: its rubric, the rubric's axis, where the task's metadata
+    has them (the demo world's ``truth``) its axis and whether only audio decides it, and the
+    annotation round once any task names one (tasks without one are round 1)."""
     tasks = [e.item.task for e in examples]
     truths = [task.metadata.get("truth", {}) for task in tasks]
     labels = {
@@ -162,6 +163,8 @@ def breakdown_labels(examples: list[GRMExample]) -> dict[str, list[str]]:
         labels["axis"] = [str(truth["axis"]) for truth in truths]
     if all("audio_only" in truth for truth in truths):
         labels["audio"] = ["audio_only" if t["audio_only"] else "text_decidable" for t in truths]
+    if any("round" in task.metadata for task in tasks):  # `rewardlab sample` names the round
+        labels["round"] = [f"round {task.metadata.get('round', 1)}" for task in tasks]
     return labels
 
 

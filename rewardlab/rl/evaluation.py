@@ -89,8 +89,9 @@ def truth_scores(
     scorer: TruthScorer | None,
     samples: int,
 ) -> dict[str, Any]:
-    """{truth_per_prompt, truth_<axis>_mean, truth_mean, truth_sem} of replies (their reasoning
-    cut off), each prompt's samples averaged; {} without a scorer or when it knows no prompt."""
+    """{truth_per_prompt, truth_mean, truth_sem, truth_axes, and per axis truth_<axis>_mean and
+    truth_<axis>_per_prompt} of replies (their reasoning cut off), each prompt's samples
+    averaged; {} without a scorer or when it knows no prompt."""
     if scorer is None:
         return {}
     rows = [
@@ -102,11 +103,11 @@ def truth_scores(
     axes = sorted(rows[0])
     table = np.array([[row[axis] for axis in axes] for row in rows], dtype=float)
     per_prompt = table.reshape(len(rows) // samples, samples, len(axes)).mean(axis=1)
-    out: dict[str, Any] = {
-        f"truth_{axis}_mean": float(per_prompt[:, i].mean())
-        for i, axis in enumerate(axes)
-        if axis != "total"
-    }
+    out: dict[str, Any] = {"truth_axes": [axis for axis in axes if axis != "total"]}
+    for i, axis in enumerate(axes):
+        if axis != "total":
+            out[f"truth_{axis}_mean"] = float(per_prompt[:, i].mean())
+            out[f"truth_{axis}_per_prompt"] = per_prompt[:, i].tolist()
     total = per_prompt[:, axes.index("total")] if "total" in axes else per_prompt.sum(axis=1)
     return out | {
         "truth_per_prompt": total.tolist(),

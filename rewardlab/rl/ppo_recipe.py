@@ -289,6 +289,8 @@ def gains(report: dict[str, Any], silence: bool) -> dict[str, Any]:
         out[name] = paired_gain(before, after, key)
         for kind in kinds if len(kinds) > 1 else []:
             out[f"{name}_{kind}"] = paired_gain(before, after, key, kind)
+    for axis in before.get("truth_axes", []):  # paired per axis: what PPO actually improved
+        out[f"truth_{axis}_gain"] = paired_gain(before, after, f"truth_{axis}")
     if silence:
         out["gain_silence"] = paired_gain(report["before_silence"], report["after_silence"])
     for name, gain in out.items():

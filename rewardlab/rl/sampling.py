@@ -49,6 +49,7 @@ class SampleSettings:
     round: int = 2
     separator: str = THINK_END
     limit: int | None = None  # the first `limit` prompts only
+    dialogues: frozenset[str] | None = None  # only these dialogues' prompts (e.g. held out)
 
     def __post_init__(self) -> None:
         if self.n_per_prompt < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
@@ -86,7 +87,13 @@ def project_prompts(store: Store) -> list[tuple[PPOPrompt, Task]]:
 
 
 def checkpoint_tag(policy: Path) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "-", Path(policy).resolve().name).strip("-") or "policy"
+    """The policy folder's name; a run's ``final`` or ``checkpoint-N`` keeps its run's name
+    in front (``ppo-final``), so two runs' samples stay apart."""
+    path = Path(policy).resolve()
+    name = path.name
+    if name == "final" or re.fullmatch(r"checkpoint-\d+", name):
+        name = f"{path.parent.name}-{name}"
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "policy"
 
 
 def done_ids(out: Path) -> set[str]:
@@ -110,7 +117,10 @@ def sample_tasks(
     policy, template = load_policy(policy_path, reference=False)
     policy.eval()
     with Store(project) as store:
-        prompts = project_prompts(store)[: settings.limit]
+        prompts = project_prompts(store)
+        if settings.dialogues is not None:
+            prompts = [(p, t) for p, t in prompts if p.dialogue.id in settings.dialogues]
+        prompts = prompts[: settings.limit]
         encoder = PolicyPromptEncoder(template, media_root=store.media_root)
     tokenizer = encoder.tokenizer
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
