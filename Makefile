@@ -14,7 +14,7 @@ DEMO_DIR ?= demo_out
 DEMO_N ?= 600
 DEMO_PAIRS ?= 4
 # PPO updates of the demo: training/ppo_demo.yaml's max_steps; another value is passed as a flag
-PPO_STEPS ?= 60
+PPO_STEPS ?= 40
 # espeak-ng speaks the demo world; redis-server backs the argilla-server the Argilla tests start;
 # chromium is the browser the annotation app's tests drive (Playwright, no downloaded browser)
 SYSTEM_PACKAGES := espeak-ng redis-server chromium
@@ -56,7 +56,7 @@ demo: setup
 	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab tiny-policy --project $(DEMO_DIR) \
 		--grm $(DEMO_DIR)/grm/final --out $(DEMO_DIR)/policy-init --steps 150
 	HF_HUB_OFFLINE=1 $(VENV)/bin/rewardlab ppo --config training/ppo_demo.yaml$(call moved, $(PPO_FOLDERS))$(if \
-		$(filter-out 60,$(PPO_STEPS)), --max-steps $(PPO_STEPS))
+		$(filter-out 40,$(PPO_STEPS)), --max-steps $(PPO_STEPS))
 	# round two: the warm-start and the PPO policy reply to every prompt; the replies become
 	# tasks, labelled by the world's rules and judged by its annotators; the judge trains on
 	# rounds 1 and 2; one page shows the loop (PPO, and both judges on round 2's held-out pairs)
