@@ -8,6 +8,7 @@
                                                           jsonl, trl-preference)
     rewardlab stats PROJECT                               volume, agreement, bias, gold
     rewardlab demo-data --out DIR --n 240                 the demo world, judged
+    rewardlab backbone-info PATH_OR_CONFIG                parameters, audio tokens/s, memory
     rewardlab tiny-grm --project P --out DIR              a random-init tiny GRM backbone
     rewardlab train-grm --config training/grm_demo.yaml   train + evaluate a GRM
     rewardlab train-rm --config training/rm_demo.yaml     a scalar reward model, the baseline
@@ -46,6 +47,7 @@ from rewardlab.audio import AudioError
 from rewardlab.commands import (
     accounts,
     argilla,
+    backbone,
     demo,
     grm,
     judge,
@@ -59,7 +61,7 @@ from rewardlab.commands.options import kebab_flags
 from rewardlab.schema import RecordError
 
 # in the order `rewardlab --help` lists their verbs
-COMMANDS = (project, stats, demo, grm, judge, rl, reward, argilla, accounts, serve)
+COMMANDS = (project, stats, demo, backbone, grm, judge, rl, reward, argilla, accounts, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,9 +1,16 @@
-"""One adapter per model family: the config it answers to, its class, its audio tower.
+"""One adapter per model family: the configs it answers to, its class, where its parts sit.
 
-A family is plain data plus the two facts a trainer needs about an audio backbone's encoder:
-where the tower is (``tower_path``, attributes from the base model) and how many frames its
-convolutional front end leaves of a clip (`Family.conv_frames`). `TEXT` stands for any
-text-only causal LM (transcripts instead of audio): it has no tower.
+A family is plain data plus the facts a trainer needs about an audio backbone: where the audio
+tower, the projector and the language model are (dotted attributes from the model), how many
+frames its convolutional front end leaves of a clip (`Family.conv_frames`), and how many
+language-model tokens a clip becomes (`Family.audio_tokens`, from feature frames at 100 per
+second). `TEXT` stands for any text-only causal LM (transcripts instead of audio): it has no
+tower.
+
+Qwen2-Audio and text models are what the GRM and the PPO policy run today (`Family.runs`); the
+other audio LLMs of transformers are described here so that `rewardlab backbone-info` can size
+them (parameters per part, audio tokens per second, memory) from their config alone. A full
+Omni checkpoint (thinker + talker) is read as its thinker: the talker speaks, it never judges.
 """
 
 from __future__ import annotations
@@ -12,33 +19,68 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, PreTrainedModel, Qwen2AudioForConditionalGeneration
+from transformers import (
+    AudioFlamingo3ForConditionalGeneration,
+    AutoModelForCausalLM,
+    PreTrainedModel,
+    Qwen2_5OmniThinkerForConditionalGeneration,
+    Qwen2AudioForConditionalGeneration,
+    Qwen3OmniMoeThinkerForConditionalGeneration,
+    VoxtralForConditionalGeneration,
+)
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+FEATURE_FRAMES_PER_SECOND = 100  # every family's log-mel features: 10 ms hop at 16 kHz
 
 
 @dataclass(frozen=True)
 class Family:
-    name: str
-    model_type: str | None  # config.json's "model_type"; None: any causal LM (the fallback)
+    name: str  # the CLI's name: config.json's model_type of the family's own checkpoints
+    model_types: tuple[str, ...]  # model_types it answers to; () for TEXT (any causal LM)
     model_class: type  # what loads it: `.from_pretrained(path, dtype=...)`
-    tower_path: str | None = None  # dotted attributes from the base model to its audio tower
+    tower_path: str | None = None  # dotted attributes from the model to its audio tower
+    # its audio projector; None where the tower ends in its own projection (Omni thinkers)
+    projector_path: str | None = None
+    language_model_path: str = "model"  # the decoder stack under the LM head
+    thinker_key: str | None = None  # a full checkpoint keeps this family's model in this sub-config
     # feature frames -> frames after the tower's convolutions (its attention runs on those)
     conv_frames: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # feature frames of one clip -> the language model's audio tokens for it
+    audio_tokens: Callable[[int], int] | None = None
+    runs: bool = False  # the GRM and the PPO policy run it today
 
     @property
     def is_audio(self) -> bool:
         return self.tower_path is not None
 
-    def audio_tower(self, base: PreTrainedModel) -> nn.Module | None:
-        """The audio encoder inside `base` (not PEFT-wrapped), None for a text family."""
-        if self.tower_path is None:
+    def part(self, model: nn.Module, path: str | None) -> nn.Module | None:
+        """The module at dotted `path` inside `model` (not PEFT-wrapped); None for no path."""
+        if path is None:
             return None
-        module: nn.Module = base
-        for name in self.tower_path.split("."):
+        module = model
+        for name in path.split("."):
             module = getattr(module, name)
         return module
+
+    def audio_tower(self, base: PreTrainedModel) -> nn.Module | None:
+        """The audio encoder inside `base`, None for a text family."""
+        return self.part(base, self.tower_path)
+
+    def projector(self, base: PreTrainedModel) -> nn.Module | None:
+        return self.part(base, self.projector_path)
+
+    def language_model(self, base: PreTrainedModel) -> nn.Module:
+        return self.part(base, self.language_model_path)
+
+    def tokens_per_second(self) -> float:
+        """Audio tokens per second of speech, over a 30-second clip."""
+        if self.audio_tokens is None:
+            return 0.0
+        return self.audio_tokens(30 * FEATURE_FRAMES_PER_SECOND) / 30
 
 
 def _whisper_conv_frames(frames: torch.Tensor) -> torch.Tensor:
@@ -46,21 +88,127 @@ def _whisper_conv_frames(frames: torch.Tensor) -> torch.Tensor:
     return (frames - 1) // 2 + 1
 
 
+def _whisper_pooled_tokens(frames: int) -> int:
+    """Whisper convs (stride 2), then a pool of 2: 25 tokens a second (Qwen2-Audio,
+    Qwen2.5-Omni, Audio Flamingo 3)."""
+    return ((frames - 1) // 2 + 1 - 2) // 2 + 1
+
+
+def _qwen3_omni_tokens(frames: int) -> int:
+    """Qwen3-Omni's tower reads 1-second chunks through three stride-2 convs: 13 tokens per
+    full chunk, the rest by the same convs."""
+    rest = frames % 100
+    convolved = (((rest - 1) // 2 + 1 - 1) // 2 + 1 - 1) // 2 + 1
+    return convolved + (frames // 100) * 13
+
+
+def _voxtral_tokens(frames: int) -> int:
+    """Voxtral: Whisper's 50 frames a second, four merged per token by its projector
+    (12.5 a second); its processor pads each clip to whole 30-second windows."""
+    return ((frames - 1) // 2 + 1) // 4
+
+
 QWEN2_AUDIO = Family(
-    "qwen2-audio",
     "qwen2_audio",
+    ("qwen2_audio",),
     Qwen2AudioForConditionalGeneration,
     tower_path="model.audio_tower",
+    projector_path="model.multi_modal_projector",
+    language_model_path="model.language_model",
     conv_frames=_whisper_conv_frames,
+    audio_tokens=_whisper_pooled_tokens,
+    runs=True,
 )
-TEXT = Family("text", None, AutoModelForCausalLM)
-FAMILIES: tuple[Family, ...] = (QWEN2_AUDIO,)  # audio families, tried before the TEXT fallback
+QWEN2_5_OMNI = Family(
+    "qwen2_5_omni",
+    ("qwen2_5_omni", "qwen2_5_omni_thinker"),
+    Qwen2_5OmniThinkerForConditionalGeneration,
+    tower_path="model.audio_tower",
+    language_model_path="model.language_model",
+    thinker_key="thinker_config",
+    conv_frames=_whisper_conv_frames,
+    audio_tokens=_whisper_pooled_tokens,
+)
+QWEN3_OMNI_MOE = Family(
+    "qwen3_omni_moe",
+    ("qwen3_omni_moe", "qwen3_omni_moe_thinker"),
+    Qwen3OmniMoeThinkerForConditionalGeneration,
+    tower_path="model.audio_tower",
+    language_model_path="model.language_model",
+    thinker_key="thinker_config",
+    audio_tokens=_qwen3_omni_tokens,
+)
+VOXTRAL = Family(
+    "voxtral",
+    ("voxtral",),
+    VoxtralForConditionalGeneration,
+    tower_path="model.audio_tower",
+    projector_path="model.multi_modal_projector",
+    language_model_path="model.language_model",
+    conv_frames=_whisper_conv_frames,
+    audio_tokens=_voxtral_tokens,
+)
+AUDIO_FLAMINGO_3 = Family(
+    "audioflamingo3",
+    ("audioflamingo3",),
+    AudioFlamingo3ForConditionalGeneration,
+    tower_path="model.audio_tower",
+    projector_path="model.multi_modal_projector",
+    language_model_path="model.language_model",
+    conv_frames=_whisper_conv_frames,
+    audio_tokens=_whisper_pooled_tokens,
+)
+TEXT = Family("text", (), AutoModelForCausalLM, runs=True)
+# audio families, tried before the TEXT fallback
+FAMILIES: tuple[Family, ...] = (
+    QWEN2_AUDIO,
+    QWEN2_5_OMNI,
+    QWEN3_OMNI_MOE,
+    VOXTRAL,
+    AUDIO_FLAMINGO_3,
+)
+
+
+class UnknownFamilyError(ValueError):
+    """A config whose model_type is neither a known audio LLM nor a causal LM."""
+
+
+def supported_names() -> str:
+    return ", ".join(f.name for f in (*FAMILIES, TEXT))
+
+
+def runnable_names() -> str:
+    """The families the GRM and the PPO policy run today."""
+    return ", ".join(f.name for f in (*FAMILIES, TEXT) if f.runs)
+
+
+def family_of_config(config: dict[str, Any], source: str = "config") -> Family:
+    """The family of a config.json's contents; an unknown model_type is refused, naming the
+    supported ones. Any model_type that transformers loads as a causal LM is TEXT."""
+    model_type = config.get("model_type")
+    family = next((f for f in FAMILIES if model_type in f.model_types), None)
+    if family is not None:
+        return family
+    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return TEXT
+    raise UnknownFamilyError(
+        f"{source}: model_type {model_type!r} is not a supported backbone; supported:"
+        f" {supported_names()} (text: any causal LM transformers knows)"
+    )
+
+
+def config_path(path: Path | str) -> Path:
+    """config.json of a model folder, or the file itself."""
+    path = Path(path)
+    return path / "config.json" if path.is_dir() else path
 
 
 def family_of_path(path: Path | str) -> Family:
     """The family of the model saved at `path`, from its config.json's model_type."""
-    model_type = json.loads((Path(path) / "config.json").read_text()).get("model_type")
-    return next((f for f in FAMILIES if f.model_type == model_type), TEXT)
+    file = config_path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"no config.json at {path} (models load from local paths)")
+    return family_of_config(json.loads(file.read_text()), str(file))
 
 
 def family_of(base: PreTrainedModel) -> Family:

@@ -16,7 +16,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from transformers import AutoProcessor, AutoTokenizer, PreTrainedModel
 
-from rewardlab.backbones.families import family_of, family_of_path
+from rewardlab.backbones.families import family_of, family_of_path, runnable_names
 
 ADAPTER_CONFIG = "adapter_config.json"  # PEFT's name for a saved adapter's config
 
@@ -30,8 +30,15 @@ def adapter_base(path: Path | str) -> Path | None:
 
 
 def load_backbone(path: Path | str, dtype: torch.dtype | None = None) -> PreTrainedModel:
-    """The model saved at `path` (not an adapter), by its family's class."""
-    return family_of_path(path).model_class.from_pretrained(Path(path), dtype=dtype)
+    """The model saved at `path` (not an adapter), by its family's class; a family that the
+    GRM and the PPO policy do not run yet is refused here, before anything is loaded."""
+    family = family_of_path(path)
+    if not family.runs:
+        raise ValueError(
+            f"{path}: a {family.name} model; the GRM and the PPO policy run {runnable_names()}"
+            f" today (`rewardlab backbone-info {path}` sizes it)"
+        )
+    return family.model_class.from_pretrained(Path(path), dtype=dtype)
 
 
 def load_model(

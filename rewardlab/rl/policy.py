@@ -142,7 +142,7 @@ class AudioPolicy(nn.Module):
         if not self.is_audio:
             raise ValueError("audio clips given to a text-only policy")
         states = clips.states if clips.states is not None else self._tower(clips)
-        projected = self.base.model.multi_modal_projector(states.to(embeds.device))
+        projected = family_of(self.base).projector(self.base)(states.to(embeds.device))
         tokens = clips.tokens.to(projected.device)
         valid = torch.arange(projected.shape[1], device=projected.device)[None, :] < tokens[:, None]
         filled = projected[valid]  # clip after clip, each its own audio tokens, in row order
@@ -157,7 +157,7 @@ class AudioPolicy(nn.Module):
     # -- passes ----------------------------------------------------------------------------
 
     def decoder(self) -> nn.Module:
-        return self.base.model.language_model if self.is_audio else self.base.model
+        return family_of(self.base).language_model(self.base)
 
     def forward(
         self,
