@@ -108,55 +108,44 @@ def _voxtral_tokens(frames: int) -> int:
     return ((frames - 1) // 2 + 1) // 4
 
 
-QWEN2_AUDIO = Family(
-    "qwen2_audio",
-    ("qwen2_audio",),
-    Qwen2AudioForConditionalGeneration,
-    tower_path="model.audio_tower",
-    projector_path="model.multi_modal_projector",
-    language_model_path="model.language_model",
-    conv_frames=_whisper_conv_frames,
-    audio_tokens=_whisper_pooled_tokens,
-    runs=True,
+def _audio_llm(name: str, model_class: type, audio_tokens: Callable[[int], int], **facts) -> Family:
+    """An audio LLM laid out as transformers lays them all out: ``model.audio_tower`` feeding
+    ``model.multi_modal_projector`` feeding ``model.language_model``, Whisper-style convs in
+    front of the tower; `facts` override any of it."""
+    layout = dict(
+        tower_path="model.audio_tower",
+        projector_path="model.multi_modal_projector",
+        language_model_path="model.language_model",
+        conv_frames=_whisper_conv_frames,
+    )
+    model_types = facts.pop("model_types", (name,))
+    return Family(name, model_types, model_class, audio_tokens=audio_tokens, **layout | facts)
+
+
+QWEN2_AUDIO = _audio_llm(
+    "qwen2_audio", Qwen2AudioForConditionalGeneration, _whisper_pooled_tokens, runs=True
 )
-QWEN2_5_OMNI = Family(
+# the Omni thinkers: the tower ends in its own projection; a full checkpoint nests the thinker
+QWEN2_5_OMNI = _audio_llm(
     "qwen2_5_omni",
-    ("qwen2_5_omni", "qwen2_5_omni_thinker"),
     Qwen2_5OmniThinkerForConditionalGeneration,
-    tower_path="model.audio_tower",
-    language_model_path="model.language_model",
+    _whisper_pooled_tokens,
+    model_types=("qwen2_5_omni", "qwen2_5_omni_thinker"),
+    projector_path=None,
     thinker_key="thinker_config",
-    conv_frames=_whisper_conv_frames,
-    audio_tokens=_whisper_pooled_tokens,
 )
-QWEN3_OMNI_MOE = Family(
+QWEN3_OMNI_MOE = _audio_llm(
     "qwen3_omni_moe",
-    ("qwen3_omni_moe", "qwen3_omni_moe_thinker"),
     Qwen3OmniMoeThinkerForConditionalGeneration,
-    tower_path="model.audio_tower",
-    language_model_path="model.language_model",
+    _qwen3_omni_tokens,
+    model_types=("qwen3_omni_moe", "qwen3_omni_moe_thinker"),
+    projector_path=None,
     thinker_key="thinker_config",
-    audio_tokens=_qwen3_omni_tokens,
+    conv_frames=None,  # 2-D convs over 1-second chunks: `_qwen3_omni_tokens` counts them
 )
-VOXTRAL = Family(
-    "voxtral",
-    ("voxtral",),
-    VoxtralForConditionalGeneration,
-    tower_path="model.audio_tower",
-    projector_path="model.multi_modal_projector",
-    language_model_path="model.language_model",
-    conv_frames=_whisper_conv_frames,
-    audio_tokens=_voxtral_tokens,
-)
-AUDIO_FLAMINGO_3 = Family(
-    "audioflamingo3",
-    ("audioflamingo3",),
-    AudioFlamingo3ForConditionalGeneration,
-    tower_path="model.audio_tower",
-    projector_path="model.multi_modal_projector",
-    language_model_path="model.language_model",
-    conv_frames=_whisper_conv_frames,
-    audio_tokens=_whisper_pooled_tokens,
+VOXTRAL = _audio_llm("voxtral", VoxtralForConditionalGeneration, _voxtral_tokens)
+AUDIO_FLAMINGO_3 = _audio_llm(
+    "audioflamingo3", AudioFlamingo3ForConditionalGeneration, _whisper_pooled_tokens
 )
 TEXT = Family("text", (), AutoModelForCausalLM, runs=True)
 # audio families, tried before the TEXT fallback
