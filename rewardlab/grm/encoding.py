@@ -4,7 +4,9 @@ An encoded prompt is two id lists, the *history* (system + dialogue, with each a
 placeholder already expanded to its clip's number of audio tokens) and the *pair* block
 (rubric, both responses, the scale, the assistant turn up to the verdict slot), plus the
 log-mel features of the history's clips. Training concatenates the two; the scorer runs the
-history once and reuses its cache for both orders.
+history once and reuses its cache for both orders. A clip longer than the audio encoder's window
+is heard in equal window-sized segments, each its own run of audio tokens: the feature
+extractor alone would pad or cut every clip to one window without a word.
 
 Over-long dialogues are truncated from the start, whole turns at a time, and the prompt says
 how many turns were left out; a task whose last turn and reply alone exceed `max_tokens` is
@@ -32,6 +34,7 @@ from rewardlab.schema import Dialogue, Order, Rubric, Task
 # any other `ClipTransform` (a bias probe)
 AudioMode = Literal["audio", "silence"] | ClipTransform
 AUDIO_TOKEN = "<|AUDIO|>"
+Segment = tuple[np.ndarray, int]  # one window of a clip: (features (mel, frames), valid frames)
 
 
 @dataclass(frozen=True)
@@ -47,8 +50,9 @@ class JudgeItem:
 class EncodedPrompt:
     history_ids: list[int]
     pair_ids: list[int]  # ends at the verdict slot: the verdict token comes next
-    features: list[np.ndarray]  # per clip (mel_bins, frames), float16
-    feature_lengths: list[int]  # valid frames per clip
+    # per clip segment (a clip longer than the encoder's window is several): (mel_bins, frames)
+    features: list[np.ndarray]  # float16
+    feature_lengths: list[int]  # valid frames per segment
     critique_span: tuple[int, int] | None = None  # [start, end) of critique tokens in pair_ids
 
     def __len__(self) -> int:
@@ -70,7 +74,7 @@ class ClipFeatures:
     def __init__(self, feature_extractor: Any, media_root: Path | None, cache_clips: int = 8192):
         self.extractor = feature_extractor
         self.media_root = Path(media_root) if media_root else None
-        self._cache: OrderedDict[tuple[str, str], tuple[np.ndarray, int]] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str], list[Segment]] = OrderedDict()
         self._cache_size = cache_clips
         self._pinned: dict[str, tuple[np.ndarray, int]] = {}  # sha256 -> (samples, holders)
         self._lock = threading.RLock()
@@ -112,14 +116,22 @@ class ClipFeatures:
             else:
                 del self._pinned[sha256]
 
-    def __call__(self, owner: str, ref: Any, mode: AudioMode) -> tuple[np.ndarray, int]:
-        """(features (mel, frames) float16, valid frames) of clip `ref` heard through `mode`;
-        `owner` names the task or prompt in errors. Thread-safe: the reward service checks
-        requests on its event loop while the judge's thread encodes a batch."""
+    def __call__(self, owner: str, ref: Any, mode: AudioMode) -> list[Segment]:
+        """Clip `ref` heard through `mode`, as (features (mel, frames) float16, valid frames)
+        per segment; `owner` names the task or prompt in errors. Thread-safe: the reward service
+        checks requests on its event loop while the judge's thread encodes a batch."""
         with self._lock:
             return self._features(owner, ref, clip_transform(mode))
 
-    def _features(self, owner: str, ref: Any, transform: ClipTransform) -> tuple[np.ndarray, int]:
+    def segments(self, samples: np.ndarray) -> list[np.ndarray]:
+        """A clip longer than the encoder's window, split into equal window-sized segments
+        (each its own run of audio tokens), so that nothing is cut: the extractor would pad or
+        truncate every clip to one window without a word."""
+        window = self.extractor.n_samples
+        count = max(1, -(-len(samples) // window))
+        return np.array_split(samples, count) if count > 1 else [samples]
+
+    def _features(self, owner: str, ref: Any, transform: ClipTransform) -> list[Segment]:
         key = (transform, ref.sha256 if transform.reads_clip else None)
         if key in self._cache:
             self._cache.move_to_end(key)
@@ -135,14 +147,17 @@ class ClipFeatures:
                 samples = load_ref(self.media_root, ref).samples
             except (AudioError, FileNotFoundError) as error:
                 raise JudgeInputError(owner, f"audio {ref.path!r}", str(error)) from error
-        out = self.extractor(
-            transform(samples, TARGET_SAMPLE_RATE),
-            sampling_rate=self.extractor.sampling_rate,
-            return_attention_mask=True,
-            padding="max_length",
-            return_tensors="np",
-        )
-        value = (out["input_features"][0].astype(np.float16), int(out["attention_mask"][0].sum()))
+        value = []
+        for segment in self.segments(transform(samples, TARGET_SAMPLE_RATE)):
+            out = self.extractor(
+                segment,
+                sampling_rate=self.extractor.sampling_rate,
+                return_attention_mask=True,
+                padding="max_length",
+                return_tensors="np",
+            )
+            features = out["input_features"][0].astype(np.float16)
+            value.append((features, int(out["attention_mask"][0].sum())))
         self._cache[key] = value
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -158,9 +173,10 @@ class ClipFeatures:
         mode: AudioMode,
     ) -> tuple[list[int], list[np.ndarray], list[int]]:
         """`ids` with each audio placeholder repeated to its clip's number of audio tokens,
-        and the clips' features and valid frame counts, in order. `roles`: the role of each
-        clip's turn; `mode` changes the clips of the roles it names, the rest are heard as
-        recorded."""
+        and the clips' features and valid frame counts, in order (a clip longer than the
+        encoder's window: one entry per segment, its tokens one run per segment). `roles`: the
+        role of each clip's turn; `mode` changes the clips of the roles it names, the rest are
+        heard as recorded."""
         placeholders = sum(token == audio_token_id for token in ids)
         if placeholders != len(refs):
             raise JudgeInputError(
@@ -175,10 +191,11 @@ class ClipFeatures:
                 expanded.append(token)
                 continue
             ref, role = next(clips)
-            feature, frames = self(owner, ref, transform if transform.applies_to(role) else "audio")
-            features.append(feature)
-            lengths.append(frames)
-            expanded.extend([token] * audio_token_count(frames))
+            heard = transform if transform.applies_to(role) else "audio"
+            for feature, frames in self(owner, ref, heard):
+                features.append(feature)
+                lengths.append(frames)
+                expanded.extend([token] * audio_token_count(frames))
         return expanded, features, lengths
 
 

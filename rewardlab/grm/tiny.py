@@ -62,7 +62,8 @@ class TinySize:
     audio_heads: int = 4
     audio_ffn: int = 128
     mel_bins: int = 128
-    chunk_length: int = 10  # seconds of audio the encoder sees; longer clips are cut
+    # seconds of audio the encoder sees at once; a longer clip is heard in window-sized segments
+    chunk_length: int = 10
     # feature frame step in samples at 16 kHz: 20 ms, twice Whisper's 10 ms, halves the audio
     # tokens and the encoder's work; rate and pitch cues survive it
     hop_length: int = 320

@@ -65,8 +65,8 @@ def prompts_from_examples(examples: Sequence[Any]) -> list[PPOPrompt]:
 @dataclass
 class EncodedPolicyPrompt:
     ids: list[int]
-    features: list[np.ndarray]  # per clip (mel, frames)
-    feature_lengths: list[int]  # valid frames per clip
+    features: list[np.ndarray]  # per clip segment (`ClipFeatures.segments`): (mel, frames)
+    feature_lengths: list[int]  # valid frames per segment
 
 
 class PolicyPromptEncoder:
