@@ -351,7 +351,7 @@ def test_group_shared_histories_score_as_unshared_ones_in_the_order_given(world)
     hook = grm.model.register_forward_pre_hook(
         lambda _, args, kwargs: (
             history_rows.append(kwargs["input_ids"].shape[0])
-            if kwargs.get("past_key_values") is None
+            if kwargs.get("cache") is None
             else None
         ),
         with_kwargs=True,

@@ -235,6 +235,7 @@ def test_resume_continues_the_same_run(world, tmp_path):
     assert untimed[0] == pytest.approx(untimed[1])
 
 
+
 class UnwritableReward(GRMPromptReward):
     """A reward source whose state cannot be written: a save that fails half-way."""
 
@@ -314,7 +315,7 @@ def test_g_rollouts_per_prompt_share_one_grm_history_each(world, tmp_path):
     hook = grm.register_forward_pre_hook(
         lambda _, args, kwargs: (
             history_rows.append(kwargs["input_ids"].shape[0])
-            if kwargs.get("past_key_values") is None
+            if kwargs.get("cache") is None
             else None
         ),
         with_kwargs=True,

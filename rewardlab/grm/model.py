@@ -257,7 +257,7 @@ class GenerativeRewardModel:
         step = self._to_device(
             {"input_ids": pair_ids, "attention_mask": mask, "position_ids": position_ids}
         )
-        logits = self.model(**step, past_key_values=cache, use_cache=False).logits  # (B*O,Tp,V)
+        logits = self.model(**step, cache=cache, use_cache=False).logits  # (B*O,Tp,V)
         rows = logits[torch.arange(len(pairs)), (pair_len - 1).to(logits.device)]
         return rows[:, self.verdict_ids.to(rows.device)].view(len(items), len(orders), -1)
 
@@ -277,7 +277,7 @@ class GenerativeRewardModel:
         batch = self._to_device(
             {"input_ids": history_ids, "attention_mask": history_mask, **audio_batch(histories)}
         )
-        cache = self.model(**batch, use_cache=True).past_key_values
+        cache = self.model(**batch, use_cache=True).cache
         select = torch.tensor([owner[key] for key in keys])  # (N,): each prompt's history row
         cache.batch_select_indices(select.to(self.device))
         return cache, history_mask[select], history_len[select]
@@ -352,14 +352,14 @@ class GenerativeRewardModel:
         mask = torch.cat([history_mask, pair_mask], dim=1)
         out = self.model.generate(
             **self._to_device({"input_ids": ids, "attention_mask": mask}),
-            past_key_values=cache,
+            cache=cache,
             return_dict_in_generate=True,
             **self._greedy(max_new_tokens),
         )
         new = out.sequences[:, ids.shape[1] :]  # (B, G): after EOS, pad
         decoded = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         texts = [critique_text(text, self.format.verdict_marker) for text in decoded]
-        return texts, Generation(mask, new.cpu(), out.past_key_values)
+        return texts, Generation(mask, new.cpu(), out.cache)
 
     def _verdict_on_cache(self, gen: Generation, continuations: list[list[int]]) -> torch.Tensor:
         """(B, 2K+1) verdict logits from one forward of each row's last few tokens on the
@@ -370,6 +370,6 @@ class GenerativeRewardModel:
         step = verdict_step(gen.prompt_mask, cached, continuations, self.tokenizer.pad_token_id)
         read = step.pop("verdict_index")
         step = self._to_device(step)
-        logits = self.model(**step, past_key_values=cache, use_cache=False).logits  # (B, T, V)
+        logits = self.model(**step, cache=cache, use_cache=False).logits  # (B, T, V)
         rows = logits[torch.arange(len(continuations)), read.to(logits.device)]
         return rows[:, self.verdict_ids.to(rows.device)]

@@ -166,7 +166,7 @@ class AudioPolicy(nn.Module):
         clips: Clips | None = None,
         *,
         position_ids: torch.Tensor | None = None,
-        past_key_values: Any = None,
+        cache: Any = None,
         use_cache: bool = False,
         inputs_embeds: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, Any]:
@@ -179,13 +179,13 @@ class AudioPolicy(nn.Module):
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             use_cache=use_cache,
         )
         hidden = out.last_hidden_state
         logits = self.base.lm_head(hidden)
         values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
-        return logits, values, out.past_key_values if use_cache else None
+        return logits, values, out.cache if use_cache else None
 
     @torch.no_grad()
     def sample(
@@ -236,7 +236,7 @@ class AudioPolicy(nn.Module):
                 token[:, None],
                 mask,
                 position_ids=position,
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
                 inputs_embeds=embeds,
             )
