@@ -233,7 +233,13 @@ def test_resume_continues_the_same_run(world, tmp_path):
     last = (straight.state.log_history[-1], resumed.state.log_history[-1])
     untimed = [{k: v for k, v in log.items() if not k.startswith("time/")} for log in last]
     assert untimed[0] == pytest.approx(untimed[1])
-
+    # logged every 3 updates, the one entry is the mean of the straight run's three
+    averaged = trainer_for(world, config(tmp_path / "c", world, max_steps=3, logging_steps=3))
+    averaged.train()
+    (entry,) = averaged.state.log_history
+    for name in ("objective/kl", "objective/scores", "loss/value_avg", "policy/entropy_avg"):
+        mean = np.mean([log[name] for log in straight.state.log_history])
+        assert entry[name] == pytest.approx(mean, rel=1e-5, abs=1e-7), name
 
 
 class UnwritableReward(GRMPromptReward):

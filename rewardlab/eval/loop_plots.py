@@ -15,7 +15,8 @@ from rewardlab.eval.reward_plots import BLUE, GREY, ORANGE, subplots
 
 
 def plot_ppo_curve(log_history: Sequence[dict]) -> Figure:
-    """The training reward and the KL to the reference policy, per logged update."""
+    """The training reward and the KL to the reference policy, per log entry (each the mean of
+    the updates since the previous one)."""
     rows = [log for log in log_history if "objective/kl" in log]
     steps = [log.get("step", i + 1) for i, log in enumerate(rows)]
     figure, (reward_ax, kl_ax) = subplots(1, 2, figsize=(10, 3.6))
@@ -28,7 +29,7 @@ def plot_ppo_curve(log_history: Sequence[dict]) -> Figure:
             reward_ax.plot(steps, [np.nan if v is None else v for v in values], color=colour,
                            marker=".", label=label)  # fmt: skip
     reward_ax.set_xlabel("PPO update")
-    reward_ax.set_ylabel("mean over the rollout batch")
+    reward_ax.set_ylabel("mean over the rollouts since the last log")
     reward_ax.set_title("Training reward")
     reward_ax.legend(fontsize=8)
     kl_ax.plot(steps, [log["objective/kl"] for log in rows], color=GREY, marker=".")

@@ -13,7 +13,8 @@ Of TrainingArguments' settings the recipe honours the run's (``output_dir``, ``s
 optimizer's (``learning_rate``, ``weight_decay``, ``adam_*``, ``max_grad_norm``, ``optim``:
 AdamW, fused or not), the schedule's (``lr_scheduler_type``, ``lr_scheduler_kwargs``,
 ``warmup_steps``) and the checkpoints' (``save_strategy``, ``save_steps``,
-``save_total_limit``, ``resume_from_checkpoint``); ``logging_steps`` and ``disable_tqdm``.
+``save_total_limit``, ``resume_from_checkpoint``); ``logging_steps`` (each logged entry averages
+the updates since the previous one) and ``disable_tqdm``.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from accelerate import Accelerator, DistributedDataParallelKwargs
@@ -184,9 +185,10 @@ def run(ppo: PPORun, resume_from_checkpoint: str | Path | None = None) -> RunSta
         initial=ppo.state.global_step,
         disable=config.disable_tqdm or not accelerator.is_local_main_process,
     )
+    pending: list[dict[str, float]] = []  # the updates since the last log
     while ppo.state.global_step < config.max_steps:
         step = ppo.state.global_step
-        metrics = update(ppo, step)
+        pending.append(update(ppo, step))
         ppo.scheduler.step()
         ppo.state.global_step = step + 1
         ppo.state.epoch = (
@@ -194,7 +196,8 @@ def run(ppo: PPORun, resume_from_checkpoint: str | Path | None = None) -> RunSta
         ) / len(ppo.train_prompts)
         bar.update(1)
         if config.logging_steps and (step + 1) % max(int(config.logging_steps), 1) == 0:
-            log(ppo, metrics, bar)
+            log(ppo, mean_metrics(pending), bar)
+            pending.clear()
         if should_save(config, step + 1):
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
@@ -254,6 +257,15 @@ def update(ppo: PPORun, step: int) -> dict[str, float]:
             "episode": (step + 1) * config.rollout_batch_size,
         }
     )
+
+
+def mean_metrics(updates: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Each metric averaged over the updates that report it: a logged entry stands for every
+    update since the previous one, not only the last (one rollout batch is a noisy sample)."""
+    keys = dict.fromkeys(key for metrics in updates for key in metrics)
+    return {
+        key: float(np.mean([metrics[key] for metrics in updates if key in metrics])) for key in keys
+    }
 
 
 def log(ppo: PPORun, metrics: dict[str, float], bar: tqdm) -> None:
