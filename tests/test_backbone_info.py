@@ -173,6 +173,15 @@ def test_unknown_model_types_are_refused_naming_the_supported_ones(tmp_path):
     assert family_of_config(Qwen2Config(**TEXT_SIZE).to_dict()) is TEXT
 
 
+def test_a_text_lm_is_sized_as_its_language_model(tmp_path):
+    config = Qwen2Config(**TEXT_SIZE)
+    info = describe_backbone(save_config(config, tmp_path / "text"), lora_target=r".*\.q_proj")
+    assert info.family is TEXT and info.family.tokens_per_second() == 0
+    total = sum(p.numel() for p in TEXT.model_class.from_config(config).parameters())
+    assert info.parameters["language model"] == info.total == total
+    assert info.lora_modules == 2 and "no audio" in info.table()
+
+
 def test_a_family_the_grm_does_not_run_yet_is_refused_before_loading(tmp_path):
     folder = save_config(tiny_config("voxtral"), tmp_path / "voxtral")
     with pytest.raises(ValueError, match="voxtral model; the GRM and the PPO policy run"):
