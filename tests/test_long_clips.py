@@ -10,7 +10,8 @@ import torch
 from builders import TINY_GRM_SIZE, speechlike
 
 from rewardlab.audio import audio_ref, write_audio
-from rewardlab.grm.encoding import JudgeItem, audio_token_count
+from rewardlab.backbones.families import whisper_pooled_tokens
+from rewardlab.grm.encoding import JudgeItem
 from rewardlab.grm.examples import load_examples
 from rewardlab.grm.judge_format import JudgeFormat
 from rewardlab.grm.model import GenerativeRewardModel
@@ -75,7 +76,7 @@ def test_the_judge_hears_a_long_clip_in_window_sized_segments(long_world):
     hop = window // frames_per_window
     assert abs(sum(segments) - 2.5 * window / hop) <= 3  # all of it, give or take rounding
     audio_id = grm.encoder.audio_token_id
-    expected = sum(audio_token_count(n) for n in encoded.feature_lengths)
+    expected = sum(whisper_pooled_tokens(n) for n in encoded.feature_lengths)
     assert encoded.history_ids.count(audio_id) == expected
 
 

@@ -88,10 +88,10 @@ def _whisper_conv_frames(frames: torch.Tensor) -> torch.Tensor:
     return (frames - 1) // 2 + 1
 
 
-def _whisper_pooled_tokens(frames: int) -> int:
+def whisper_pooled_tokens(frames: int) -> int:
     """Whisper convs (stride 2), then a pool of 2: 25 tokens a second (Qwen2-Audio,
     Qwen2.5-Omni, Audio Flamingo 3)."""
-    return ((frames - 1) // 2 + 1 - 2) // 2 + 1
+    return (_whisper_conv_frames(frames) - 2) // 2 + 1
 
 
 def _qwen3_omni_tokens(frames: int) -> int:
@@ -123,13 +123,13 @@ def _audio_llm(name: str, model_class: type, audio_tokens: Callable[[int], int],
 
 
 QWEN2_AUDIO = _audio_llm(
-    "qwen2_audio", Qwen2AudioForConditionalGeneration, _whisper_pooled_tokens, runs=True
+    "qwen2_audio", Qwen2AudioForConditionalGeneration, whisper_pooled_tokens, runs=True
 )
 # the Omni thinkers: the tower ends in its own projection; a full checkpoint nests the thinker
 QWEN2_5_OMNI = _audio_llm(
     "qwen2_5_omni",
     Qwen2_5OmniThinkerForConditionalGeneration,
-    _whisper_pooled_tokens,
+    whisper_pooled_tokens,
     model_types=("qwen2_5_omni", "qwen2_5_omni_thinker"),
     projector_path=None,
     thinker_key="thinker_config",
@@ -145,7 +145,7 @@ QWEN3_OMNI_MOE = _audio_llm(
 )
 VOXTRAL = _audio_llm("voxtral", VoxtralForConditionalGeneration, _voxtral_tokens)
 AUDIO_FLAMINGO_3 = _audio_llm(
-    "audioflamingo3", AudioFlamingo3ForConditionalGeneration, _whisper_pooled_tokens
+    "audioflamingo3", AudioFlamingo3ForConditionalGeneration, whisper_pooled_tokens
 )
 TEXT = Family("text", (), AutoModelForCausalLM, runs=True)
 # audio families, tried before the TEXT fallback
@@ -192,12 +192,20 @@ def config_path(path: Path | str) -> Path:
     return path / "config.json" if path.is_dir() else path
 
 
-def family_of_path(path: Path | str) -> Family:
-    """The family of the model saved at `path`, from its config.json's model_type."""
+def read_config(path: Path | str) -> dict[str, Any]:
+    """config.json of a model folder, or a config file."""
     file = config_path(path)
     if not file.is_file():
         raise FileNotFoundError(f"no config.json at {path} (models load from local paths)")
-    return family_of_config(json.loads(file.read_text()), str(file))
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{file}: not JSON ({error})") from error
+
+
+def family_of_path(path: Path | str) -> Family:
+    """The family of the model saved at `path`, from its config.json's model_type."""
+    return family_of_config(read_config(path), str(config_path(path)))
 
 
 def family_of(base: PreTrainedModel) -> Family:

@@ -12,7 +12,6 @@ parameter, and for each LoRA parameter an fp32 weight, its gradient and Adam's t
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +24,8 @@ from transformers import AutoConfig
 from rewardlab.backbones.families import (
     TEXT,
     Family,
-    config_path,
     family_of_config,
+    read_config,
     runnable_names,
 )
 
@@ -91,17 +90,6 @@ class BackboneInfo:
                 f"  {n} GPU{'s' if n > 1 else ' '}  {self.memory_bytes(n) / GIB:>8,.2f} GiB"
             )
         return "\n".join(lines + [f"note: {note}" for note in self.notes])
-
-
-def read_config(source: Path | str) -> dict[str, Any]:
-    """config.json of a model folder, or a config file."""
-    file = config_path(source)
-    if not file.is_file():
-        raise FileNotFoundError(f"no config.json at {source}")
-    try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{file}: not JSON ({error})") from error
 
 
 def build_on_meta(config: dict[str, Any], source: str = "config") -> tuple[Family, nn.Module]:

@@ -27,6 +27,7 @@ from transformers import ProcessorMixin
 
 from rewardlab.audio import TARGET_SAMPLE_RATE, AudioError, load_ref
 from rewardlab.audio_probes import ClipTransform, clip_transform
+from rewardlab.backbones.families import whisper_pooled_tokens
 from rewardlab.grm.judge_format import JudgeFormat, JudgeInputError, Reply
 from rewardlab.schema import Dialogue, Order, Rubric, Task
 
@@ -57,11 +58,6 @@ class EncodedPrompt:
 
     def __len__(self) -> int:
         return len(self.history_ids) + len(self.pair_ids)
-
-
-def audio_token_count(frames: int) -> int:
-    """Audio tokens a clip of `frames` feature frames becomes (conv stride 2, then pool 2)."""
-    return (((frames - 1) // 2 + 1) - 2) // 2 + 1
 
 
 class ClipFeatures:
@@ -128,8 +124,7 @@ class ClipFeatures:
         (each its own run of audio tokens), so that nothing is cut: the extractor would pad or
         truncate every clip to one window without a word."""
         window = self.extractor.n_samples
-        count = max(1, -(-len(samples) // window))
-        return np.array_split(samples, count) if count > 1 else [samples]
+        return np.array_split(samples, max(1, -(-len(samples) // window)))
 
     def _features(self, owner: str, ref: Any, transform: ClipTransform) -> list[Segment]:
         key = (transform, ref.sha256 if transform.reads_clip else None)
@@ -195,7 +190,7 @@ class ClipFeatures:
             for feature, frames in self(owner, ref, heard):
                 features.append(feature)
                 lengths.append(frames)
-                expanded.extend([token] * audio_token_count(frames))
+                expanded.extend([token] * whisper_pooled_tokens(frames))
         return expanded, features, lengths
 
 

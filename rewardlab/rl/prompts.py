@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from transformers import ProcessorMixin
 
-from rewardlab.grm.encoding import AUDIO_TOKEN, AudioMode, ClipFeatures, audio_token_count
+from rewardlab.backbones.families import whisper_pooled_tokens
+from rewardlab.grm.encoding import AUDIO_TOKEN, AudioMode, ClipFeatures
 from rewardlab.grm.judge_format import JudgeInputError
 from rewardlab.rl.ppo_math import response_mask
 from rewardlab.schema import THINK_END, THINK_START, Dialogue, Rubric
@@ -228,7 +229,7 @@ def collate_prompts(prompts: Sequence[EncodedPolicyPrompt], pad_id: int) -> Prom
     frames = features[0].shape[-1]
     clips = Clips(
         owner=torch.tensor([row for row, p in enumerate(prompts) for _ in p.features]),
-        tokens=torch.tensor([audio_token_count(int(n)) for n in lengths]),
+        tokens=torch.tensor([whisper_pooled_tokens(int(n)) for n in lengths]),
         features=torch.from_numpy(np.stack(features)).float(),
         feature_mask=(torch.arange(frames)[None, :] < lengths[:, None]).long(),
     )
