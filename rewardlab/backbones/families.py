@@ -23,15 +23,18 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 from transformers import (
     AudioFlamingo3ForConditionalGeneration,
     AutoModelForCausalLM,
     PreTrainedModel,
     Qwen2_5OmniThinkerForConditionalGeneration,
     Qwen2AudioForConditionalGeneration,
+    Qwen2AudioProcessor,
     Qwen3OmniMoeThinkerForConditionalGeneration,
     VoxtralForConditionalGeneration,
 )
+from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 FEATURE_FRAMES_PER_SECOND = 100  # every family's log-mel features: 10 ms hop at 16 kHz
@@ -51,6 +54,23 @@ class Family:
     conv_frames: Callable[[torch.Tensor], torch.Tensor] | None = None
     # feature frames of one clip -> the language model's audio tokens for it
     audio_tokens: Callable[[int], int] | None = None
+    # the placeholder its chat template puts where a clip goes (one per clip, expanded to
+    # the clip's audio tokens)
+    audio_token: str = "<|AUDIO|>"
+    # (audio tower, features (n, mel, frames), feature mask (n, frames)) -> the tower's
+    # output per clip, padded: (n, max tokens, d); what the policy caches to encode each clip
+    # once and feeds to the projector on every pass
+    tower_states: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    # the processor class of its checkpoints where rewardlab reads it as is; None: the family
+    # is read through `SpeechChatTemplate` (tokenizer, feature extractor, chat template)
+    processor_class: type | None = None
+    # named special tokens of its tokenizer (`tokenizer.audio_token` ...), for tiny builds
+    special_tokens: tuple[tuple[str, str], ...] = ()
+    # multimodal RoPE (Omni thinkers): the model keeps rope deltas from its last forward
+    # and adds them when generation continues a cache (`continue_positions`)
+    carries_rope_deltas: bool = False
+    # parts a judge or policy of speech never runs (an Omni thinker's vision encoder): frozen
+    unused_paths: tuple[str, ...] = ()
     runs: bool = False  # the GRM and the PPO policy run it today
 
     @property
@@ -70,11 +90,32 @@ class Family:
         """The audio encoder inside `base`, None for a text family."""
         return self.part(base, self.tower_path)
 
-    def projector(self, base: PreTrainedModel) -> nn.Module | None:
-        return self.part(base, self.projector_path)
+    def projector(self, base: PreTrainedModel) -> nn.Module:
+        """What turns the tower's states into language-model embeddings: identity for a
+        tower that ends in its own projection."""
+        return self.part(base, self.projector_path) or nn.Identity()
+
+    def encode_clips(
+        self, base: PreTrainedModel, features: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """The audio tower's output for each clip, (n, max tokens, d), padded past each
+        clip's own audio tokens."""
+        tower = self.audio_tower(base)
+        weight = next(tower.parameters())
+        return self.tower_states(tower, features.to(weight.device, weight.dtype), mask)
 
     def language_model(self, base: PreTrainedModel) -> nn.Module:
         return self.part(base, self.language_model_path)
+
+    def continue_positions(self, base: PreTrainedModel, rows: int) -> None:
+        """Before `generate` continues a key/value cache of `rows` rows: an Omni thinker adds
+        the rope deltas of its last forward to every position it generates at. Audio-only
+        prompts have none (their positions are the text positions: `get_rope_index` only
+        shifts positions for images and video), but the deltas kept are one per row of that
+        last forward, which may have been a different batch (the shared histories)."""
+        if self.carries_rope_deltas:
+            inner = base.model
+            inner.rope_deltas = torch.zeros(rows, 1, dtype=torch.long, device=base.device)
 
     def tokens_per_second(self) -> float:
         """Audio tokens per second of speech, over a 30-second clip."""
@@ -92,6 +133,29 @@ def whisper_pooled_tokens(frames: int) -> int:
     """Whisper convs (stride 2), then a pool of 2: 25 tokens a second (Qwen2-Audio,
     Qwen2.5-Omni, Audio Flamingo 3)."""
     return (_whisper_conv_frames(frames) - 2) // 2 + 1
+
+
+def _qwen2_audio_states(tower: nn.Module, features: torch.Tensor, mask: torch.Tensor):
+    """Qwen2-Audio's tower runs a padded batch, its attention masked past each clip's
+    convolved frames; it pools by 2 itself."""
+    conv_lengths = _whisper_conv_frames(mask.sum(-1).to(features.device))
+    width = (features.shape[-1] - 2) // 2 + 1
+    valid = torch.arange(width, device=features.device)[None, :] < conv_lengths[:, None]
+    dummy = torch.zeros((len(features), width, 1), dtype=features.dtype, device=features.device)
+    attention = create_bidirectional_mask(
+        config=tower.config, inputs_embeds=dummy, attention_mask=valid.long()
+    )
+    return tower(features, attention_mask=attention).last_hidden_state
+
+
+def _omni_states(tower: nn.Module, features: torch.Tensor, mask: torch.Tensor):
+    """An Omni thinker's tower reads every clip's valid frames end to end (mel, total) and
+    returns their tokens end to end; split back per clip and padded."""
+    frames = mask.sum(-1).to(features.device)
+    flat = features.transpose(1, 2)[mask.bool().to(features.device)].T  # (mel, total frames)
+    out = tower(flat, feature_lens=frames, aftercnn_lens=_whisper_conv_frames(frames))
+    per_clip = [whisper_pooled_tokens(n) for n in frames.tolist()]
+    return pad_sequence(out.last_hidden_state.split(per_clip), batch_first=True)
 
 
 def _qwen3_omni_tokens(frames: int) -> int:
@@ -123,9 +187,23 @@ def _audio_llm(name: str, model_class: type, audio_tokens: Callable[[int], int],
 
 
 QWEN2_AUDIO = _audio_llm(
-    "qwen2_audio", Qwen2AudioForConditionalGeneration, whisper_pooled_tokens, runs=True
+    "qwen2_audio",
+    Qwen2AudioForConditionalGeneration,
+    whisper_pooled_tokens,
+    tower_states=_qwen2_audio_states,
+    processor_class=Qwen2AudioProcessor,
+    runs=True,
 )
 # the Omni thinkers: the tower ends in its own projection; a full checkpoint nests the thinker
+OMNI_SPECIAL_TOKENS = (
+    ("audio_token", "<|AUDIO|>"),
+    ("audio_bos_token", "<|audio_bos|>"),
+    ("audio_eos_token", "<|audio_eos|>"),
+    ("image_token", "<|IMAGE|>"),
+    ("video_token", "<|VIDEO|>"),
+    ("vision_bos_token", "<|vision_bos|>"),
+    ("vision_eos_token", "<|vision_eos|>"),
+)
 QWEN2_5_OMNI = _audio_llm(
     "qwen2_5_omni",
     Qwen2_5OmniThinkerForConditionalGeneration,
@@ -133,6 +211,11 @@ QWEN2_5_OMNI = _audio_llm(
     model_types=("qwen2_5_omni", "qwen2_5_omni_thinker"),
     projector_path=None,
     thinker_key="thinker_config",
+    tower_states=_omni_states,
+    special_tokens=OMNI_SPECIAL_TOKENS,
+    carries_rope_deltas=True,
+    unused_paths=("model.visual",),
+    runs=True,
 )
 QWEN3_OMNI_MOE = _audio_llm(
     "qwen3_omni_moe",
@@ -211,3 +294,14 @@ def family_of_path(path: Path | str) -> Family:
 def family_of(base: PreTrainedModel) -> Family:
     """The family of a loaded (unwrapped) model."""
     return next((f for f in FAMILIES if isinstance(base, f.model_class)), TEXT)
+
+
+def family_of_template(template: Any) -> Family:
+    """The family a processor (or `SpeechChatTemplate`, or tokenizer: TEXT) was saved for."""
+    family = getattr(template, "family", None)
+    if isinstance(family, Family):
+        return family
+    return next(
+        (f for f in FAMILIES if f.processor_class and isinstance(template, f.processor_class)),
+        TEXT,
+    )

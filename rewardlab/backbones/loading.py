@@ -16,7 +16,8 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from transformers import AutoProcessor, AutoTokenizer, PreTrainedModel
 
-from rewardlab.backbones.families import family_of, family_of_path, runnable_names
+from rewardlab.backbones.families import family_of, family_of_path, read_config, runnable_names
+from rewardlab.backbones.speech_template import SpeechChatTemplate
 
 ADAPTER_CONFIG = "adapter_config.json"  # PEFT's name for a saved adapter's config
 
@@ -38,7 +39,16 @@ def load_backbone(path: Path | str, dtype: torch.dtype | None = None) -> PreTrai
             f"{path}: a {family.name} model; the GRM and the PPO policy run {runnable_names()}"
             f" today (`rewardlab backbone-info {path}` sizes it)"
         )
-    return family.model_class.from_pretrained(Path(path), dtype=dtype)
+    kwargs = {}
+    config = read_config(path)
+    if family.thinker_key and config.get("model_type") == family.name:
+        # a full Omni checkpoint (thinker + talker): its thinker's weights only, never the
+        # talker's (transformers maps the checkpoint's thinker.* names onto the thinker)
+        kwargs["config"] = family.model_class.config_class.from_dict(config[family.thinker_key])
+    model = family.model_class.from_pretrained(Path(path), dtype=dtype, **kwargs)
+    for unused in family.unused_paths:
+        family.part(model, unused).requires_grad_(False)
+    return model
 
 
 def load_model(
@@ -61,12 +71,15 @@ def load_model(
 
 
 def load_processor(path: Path | str) -> Any:
-    """The processor (audio backbones) or tokenizer saved at `path`; an adapter folder saved
-    without one uses its base's."""
+    """The processor (audio backbones: the family's own, or its `SpeechChatTemplate`) or the
+    tokenizer saved at `path`; an adapter folder saved without one uses its base's."""
     path = Path(path)
     base = adapter_base(path)
+    family = family_of_path(base or path)
     if base is not None and not (path / "tokenizer_config.json").exists():
         path = base
+    if family.is_audio and family.processor_class is None:
+        return SpeechChatTemplate.from_pretrained(path, family)
     if (path / "processor_config.json").exists():
         return AutoProcessor.from_pretrained(path)
     return AutoTokenizer.from_pretrained(path)

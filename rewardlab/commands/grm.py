@@ -1,6 +1,6 @@
 """GRM building verbs: a tiny random-init backbone, and GRM training from a recipe.
 
-    rewardlab tiny-grm --project P --out DIR              a random-init tiny GRM backbone
+    rewardlab tiny-grm --project P --out DIR [--family F] a random-init tiny GRM backbone
     rewardlab train-grm --config training/grm_demo.yaml   train + evaluate a GRM
     rewardlab train-rm --config training/rm_demo.yaml     train + evaluate the scalar RM baseline
 
@@ -30,8 +30,9 @@ def run_tiny_grm(args: argparse.Namespace) -> None:
         audio=not args.text_only,
         size=size,
         seed=args.seed,
+        family=args.family,
     )
-    print(f"tiny {'text' if args.text_only else 'audio'} GRM backbone at {out}")
+    print(f"tiny {'text' if args.text_only else args.family} GRM backbone at {out}")
 
 
 def run_train_grm(args: argparse.Namespace) -> None:

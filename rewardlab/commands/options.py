@@ -43,6 +43,10 @@ def add_project(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("--project", required=True, type=Path, metavar="PROJECT", help=help)
 
 
+# the families `rewardlab.grm.tiny` builds (named here: the CLI parses without importing torch)
+TINY_FAMILIES = ("qwen2_audio", "qwen2_5_omni")
+
+
 def add_tiny_size(parser: argparse.ArgumentParser, *, hidden: int, layers: int) -> None:
     """`--hidden`, `--layers`, `--seed` of a random-init tiny backbone (`rewardlab.grm.tiny`)."""
     parser.add_argument(
@@ -52,6 +56,12 @@ def add_tiny_size(parser: argparse.ArgumentParser, *, hidden: int, layers: int) 
         "--layers", type=int, default=layers, help=f"decoder layers (default {layers})"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--family",
+        default="qwen2_audio",
+        choices=TINY_FAMILIES,
+        help="the audio LLM family to build, by its model_type (default qwen2_audio)",
+    )
 
 
 def add_config_verb(

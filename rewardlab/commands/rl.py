@@ -1,6 +1,6 @@
 """RL verbs: a tiny audio policy to start from, and PPO of a policy against a GRM.
 
-    rewardlab tiny-policy --project P --out DIR           a tiny audio policy, warm-started
+    rewardlab tiny-policy --project P --out DIR [--family F] a tiny audio policy, warm-started
     rewardlab ppo --config training/ppo_demo.yaml         PPO of a policy against a GRM
     rewardlab sample --policy CKPT --project P --out T    its replies as tasks, for annotation
     rewardlab loop-report --ppo RUN --out DIR             PPO and the next round's judges, one page
@@ -28,10 +28,16 @@ def run_tiny_policy(args: argparse.Namespace) -> None:
 
     size = TinySize(hidden_size=args.hidden, layers=args.layers)
     result = build_tiny_policy(
-        args.project, args.out, steps=args.steps, grm_path=args.grm, size=size, seed=args.seed
+        args.project,
+        args.out,
+        steps=args.steps,
+        grm_path=args.grm,
+        size=size,
+        seed=args.seed,
+        family=args.family,
     )
     print(
-        f"tiny audio policy at {args.out}: warm start on {result['pairs']} replies, loss"
+        f"tiny {args.family} policy at {args.out}: warm start on {result['pairs']} replies, loss"
         f" {result['first_loss']:.2f} -> {result['last_loss']:.2f}"
     )
 

@@ -17,24 +17,23 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from transformers import ProcessorMixin
 
 from rewardlab.audio import TARGET_SAMPLE_RATE, AudioError, load_ref
 from rewardlab.audio_probes import ClipTransform, clip_transform
-from rewardlab.backbones.families import whisper_pooled_tokens
+from rewardlab.backbones.families import family_of_template
 from rewardlab.grm.judge_format import JudgeFormat, JudgeInputError, Reply
 from rewardlab.schema import Dialogue, Order, Rubric, Task
 
 # how clips are heard: "audio" as recorded, "silence" each replaced by a second of silence, or
 # any other `ClipTransform` (a bias probe)
 AudioMode = Literal["audio", "silence"] | ClipTransform
-AUDIO_TOKEN = "<|AUDIO|>"
 Segment = tuple[np.ndarray, int]  # one window of a clip: (features (mel, frames), valid frames)
 
 
@@ -67,13 +66,32 @@ class ClipFeatures:
     decoded and transformed once.
     """
 
-    def __init__(self, feature_extractor: Any, media_root: Path | None, cache_clips: int = 8192):
+    def __init__(
+        self,
+        feature_extractor: Any,
+        media_root: Path | None,
+        cache_clips: int = 8192,
+        audio_tokens: Callable[[int], int] | None = None,
+    ):
+        """`audio_tokens`: feature frames of one segment -> its audio tokens (the family's
+        count; `for_template` finds it)."""
         self.extractor = feature_extractor
+        self.audio_tokens = audio_tokens
         self.media_root = Path(media_root) if media_root else None
         self._cache: OrderedDict[tuple[str, str], list[Segment]] = OrderedDict()
         self._cache_size = cache_clips
         self._pinned: dict[str, tuple[np.ndarray, int]] = {}  # sha256 -> (samples, holders)
         self._lock = threading.RLock()
+
+    @classmethod
+    def for_template(
+        cls, template: Any, media_root: Path | None, cache_clips: int = 8192
+    ) -> ClipFeatures:
+        """Features for a backbone's processor (or tokenizer: no audio), its family's count of
+        audio tokens per clip."""
+        family = family_of_template(template)
+        extractor = template.feature_extractor if family.is_audio else None
+        return cls(extractor, media_root, cache_clips, family.audio_tokens)
 
     def __getstate__(self) -> dict[str, Any]:  # data-loader workers get a copy, lock anew
         return {k: v for k, v in self.__dict__.items() if k != "_lock"}
@@ -190,7 +208,7 @@ class ClipFeatures:
             for feature, frames in self(owner, ref, heard):
                 features.append(feature)
                 lengths.append(frames)
-                expanded.extend([token] * whisper_pooled_tokens(frames))
+                expanded.extend([token] * self.audio_tokens(frames))
         return expanded, features, lengths
 
 
@@ -207,13 +225,12 @@ class PromptEncoder:
         cache_clips: int = 8192,
     ):
         self.template, self.format, self.max_tokens = template, fmt, max_tokens
-        self.is_audio = isinstance(template, ProcessorMixin)
+        self.is_audio = family_of_template(template).is_audio
         self.tokenizer = template.tokenizer if self.is_audio else template
         self._lock = threading.Lock()  # the reward service encodes from two threads
         self.media_root = Path(media_root) if media_root else None
-        extractor = template.feature_extractor if self.is_audio else None
-        self.clip_features = ClipFeatures(extractor, self.media_root, cache_clips)
-        self.audio_token_id = self.tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)
+        self.clip_features = ClipFeatures.for_template(template, self.media_root, cache_clips)
+        self.audio_token_id = audio_token_id(template)
         self.marker_ids = self._ids(fmt.verdict_marker)
         self._histories: OrderedDict[tuple, tuple[list[int], list, list[int]]] = OrderedDict()
 
@@ -314,6 +331,12 @@ class PromptEncoder:
             if len(self._histories) > HISTORY_CACHE:
                 self._histories.popitem(last=False)
         return ids, features, lengths
+
+
+def audio_token_id(template: Any) -> int | None:
+    """The id of the placeholder the template's chat template puts where a clip goes."""
+    family = family_of_template(template)
+    return template.tokenizer.convert_tokens_to_ids(family.audio_token) if family.is_audio else None
 
 
 HISTORY_CACHE = 1024  # rendered histories kept tokenized (a PPO batch's prompts, many times over)

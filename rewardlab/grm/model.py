@@ -32,8 +32,8 @@ from peft import LoraConfig, PeftModel
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from rewardlab.backbones import base_model, family_of, load_model, load_processor
 from rewardlab.backbones import freeze_audio_tower as freeze_tower
-from rewardlab.backbones import load_model, load_processor
 from rewardlab.grm.critique import critique_text, left_pad, verdict_step
 from rewardlab.grm.encoding import (
     AudioMode,
@@ -122,6 +122,7 @@ class GenerativeRewardModel:
         max_tokens: int = 2048,
     ):
         self.model, self.format = model, fmt
+        self.family = family_of(base_model(model))
         self.encoder = PromptEncoder(template, fmt, media_root=media_root, max_tokens=max_tokens)
         self.tokenizer = self.encoder.tokenizer
         # checked at load time: every verdict token must be exactly one token
@@ -350,6 +351,7 @@ class GenerativeRewardModel:
         pair_ids, pair_mask = left_pad([self._before_marker(p) for p in prompts], pad)  # (B, Tp)
         ids = torch.cat([history_ids, pair_ids], dim=1)  # (B, Th + Tp)
         mask = torch.cat([history_mask, pair_mask], dim=1)
+        self.family.continue_positions(base_model(self.model), len(prompts))
         out = self.model.generate(
             **self._to_device({"input_ids": ids, "attention_mask": mask}),
             cache=cache,

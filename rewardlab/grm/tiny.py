@@ -2,13 +2,21 @@
 
     rewardlab tiny-grm --project demo_out --out demo_out/tiny-grm-init
 
+    rewardlab tiny-grm --project demo_out --out tiny-omni --family qwen2_5_omni
+
 The tokenizer is a byte-level BPE trained with `tokenizers` on the project's own texts (turns,
-replies, rubrics, the judge prompt), wrapped as a `Qwen2Tokenizer` with the Qwen2-Audio
-special tokens. The audio backbone is a `Qwen2AudioForConditionalGeneration` with a short
-audio window (`chunk_length` seconds; the encoder needs exactly ``2 * max_source_positions``
-feature frames, so the two move together); the text backbone is a `Qwen2ForCausalLM` that
-reads transcripts. Weights are random: the point is a real architecture small enough to train
-on a CPU in minutes.
+replies, rubrics, the judge prompt), wrapped as a `Qwen2Tokenizer` with the family's special
+tokens. Each family is built as its checkpoints are laid out, with a short audio window
+(`chunk_length` seconds):
+
+- ``qwen2_audio``: a `Qwen2AudioForConditionalGeneration` and its processor (the encoder needs
+  exactly ``2 * max_source_positions`` feature frames, so the two move together);
+- ``qwen2_5_omni``: a `Qwen2_5OmniThinkerForConditionalGeneration` (multimodal RoPE, a tower
+  that reads 2-second chunks and ends in its own projection, a one-layer vision encoder that
+  audio never runs), read through `SpeechChatTemplate` with Qwen2.5-Omni's chat template;
+- ``text``: a `Qwen2ForCausalLM` that reads transcripts.
+
+Weights are random: the point is a real architecture small enough to train on a CPU in minutes.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
+    Qwen2_5OmniThinkerConfig,
+    Qwen2_5OmniThinkerForConditionalGeneration,
     Qwen2AudioConfig,
     Qwen2AudioForConditionalGeneration,
     Qwen2AudioProcessor,
@@ -31,6 +41,10 @@ from transformers import (
     WhisperFeatureExtractor,
 )
 
+from rewardlab.backbones.families import FAMILIES, QWEN2_5_OMNI, QWEN2_AUDIO, TEXT, Family
+from rewardlab.backbones.speech_template import OMNI_CHAT_TEMPLATE, SpeechChatTemplate
+
+FAMILY_BY_NAME = {family.name: family for family in FAMILIES}
 SPECIAL_TOKENS = [
     "<|endoftext|>",
     "<|im_start|>",
@@ -91,14 +105,19 @@ def corpus_texts(examples: Iterable, fmt: Any, rubrics: Iterable) -> list[str]:
     return texts
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Qwen2Tokenizer:
-    """A byte-level BPE over `texts`, with Qwen2's special tokens and ChatML template."""
+def train_tokenizer(
+    texts: Iterable[str], vocab_size: int, family: Family = QWEN2_AUDIO
+) -> Qwen2Tokenizer:
+    """A byte-level BPE over `texts`, with Qwen2's special tokens (and the family's named
+    ones: ``tokenizer.audio_token`` ...) and ChatML template."""
+    named = dict(family.special_tokens)
+    special = SPECIAL_TOKENS + [t for t in named.values() if t not in SPECIAL_TOKENS]
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=special,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -112,7 +131,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Qwen2Tokenizer:
         bos_token=None,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
-        additional_special_tokens=SPECIAL_TOKENS[1:],
+        additional_special_tokens=special[1:],
+        model_specific_special_tokens=named or None,
     )
     tokenizer.chat_template = CHATML_TEMPLATE
     return tokenizer
@@ -125,14 +145,40 @@ def _merges(bpe: Tokenizer) -> list[tuple[str, str]]:
 
 
 def build_tiny_backbone(
-    out: Path, texts: Iterable[str], *, audio: bool = True, size: TinySize = TinySize(), seed=0
+    out: Path,
+    texts: Iterable[str],
+    *,
+    audio: bool = True,
+    size: TinySize = TinySize(),
+    seed=0,
+    family: str = QWEN2_AUDIO.name,
 ) -> Path:
-    """Write a randomly initialised backbone and its processor/tokenizer to `out`."""
+    """Write a randomly initialised backbone of `family` (`text` where not `audio`) and its
+    processor/tokenizer to `out`."""
+    builders = {"qwen2_audio": _qwen2_audio, "qwen2_5_omni": _qwen2_5_omni}
+    name = family if audio else TEXT.name
+    if name not in builders and name != TEXT.name:
+        raise ValueError(
+            f"no tiny {name!r}: tiny builds exist for {', '.join([*builders, 'text'])}"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    tokenizer = train_tokenizer(texts, size.vocab_size)
-    text_config = Qwen2Config(
+    tokenizer = train_tokenizer(texts, size.vocab_size, FAMILY_BY_NAME.get(name, TEXT))
+    text_config = _text_config(tokenizer, size)
+    if name == TEXT.name:
+        model, template = Qwen2ForCausalLM(text_config), tokenizer
+    else:
+        model, template = builders[name](tokenizer, text_config, size)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(out)
+    template.save_pretrained(out)
+    return out
+
+
+def _text_config(tokenizer: Qwen2Tokenizer, size: TinySize) -> Qwen2Config:
+    return Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=size.hidden_size,
         intermediate_size=size.intermediate_size,
@@ -145,12 +191,23 @@ def build_tiny_backbone(
         tie_word_embeddings=True,
         initializer_range=size.initializer_range,
     )
-    if not audio:
-        model = Qwen2ForCausalLM(text_config)
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
-        model.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-        return out
+
+
+def _feature_extractor(size: TinySize) -> WhisperFeatureExtractor:
+    return WhisperFeatureExtractor(
+        feature_size=size.mel_bins,
+        chunk_length=size.chunk_length,
+        hop_length=size.hop_length,
+        return_attention_mask=True,
+    )
+
+
+def _window_frames(size: TinySize) -> int:
+    """Feature frames in one audio window."""
+    return size.chunk_length * 16000 // size.hop_length
+
+
+def _qwen2_audio(tokenizer, text_config: Qwen2Config, size: TinySize):
     config = Qwen2AudioConfig(
         audio_config={
             "model_type": "qwen2_audio_encoder",
@@ -160,25 +217,71 @@ def build_tiny_backbone(
             "encoder_attention_heads": size.audio_heads,
             "encoder_ffn_dim": size.audio_ffn,
             # the encoder wants exactly 2 * max_source_positions frames (conv stride 2)
-            "max_source_positions": size.chunk_length * 16000 // size.hop_length // 2,
+            "max_source_positions": _window_frames(size) // 2,
         },
         text_config=text_config.to_dict(),
         audio_token_id=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
         initializer_range=size.initializer_range,  # the projector; the audio tower keeps 0.02
     )
-    model = Qwen2AudioForConditionalGeneration(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    features = WhisperFeatureExtractor(
-        feature_size=size.mel_bins,
-        chunk_length=size.chunk_length,
-        hop_length=size.hop_length,
-        return_attention_mask=True,
+    processor = Qwen2AudioProcessor(feature_extractor=_feature_extractor(size), tokenizer=tokenizer)
+    return Qwen2AudioForConditionalGeneration(config), processor
+
+
+def mrope_section(head_dim: int) -> list[int]:
+    """Qwen2.5-Omni's split of the rotary frequencies over (time, height, width), 1 : 1.5 :
+    1.5 as in its checkpoints ([16, 24, 24] at head_dim 128); the parts sum to head_dim / 2."""
+    half = head_dim // 2
+    time = half // 4
+    height = (half - time) // 2
+    return [time, height, half - time - height]
+
+
+def _qwen2_5_omni(tokenizer, text_config: Qwen2Config, size: TinySize):
+    token = tokenizer.convert_tokens_to_ids
+    text = text_config.to_dict() | {
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": 1e6,
+            "mrope_section": mrope_section(size.hidden_size // size.heads),
+        }
+    }
+    config = Qwen2_5OmniThinkerConfig(
+        audio_config={
+            "num_mel_bins": size.mel_bins,
+            "d_model": size.audio_d_model,
+            "encoder_layers": size.audio_layers,
+            "encoder_attention_heads": size.audio_heads,
+            "encoder_ffn_dim": size.audio_ffn,
+            "max_source_positions": _window_frames(size) // 2,
+            # the tower attends within 2-second chunks of 2 * n_window frames, as Qwen2.5-Omni's
+            "n_window": 16000 // size.hop_length,
+            "output_dim": size.hidden_size,
+        },
+        # audio-only use never runs it; one small layer keeps the real layout
+        vision_config={
+            "depth": 1,
+            "hidden_size": 16,
+            "intermediate_size": 16,
+            "num_heads": 2,
+            "out_hidden_size": size.hidden_size,
+            "fullatt_block_indexes": [0],
+        },
+        text_config=text,
+        audio_token_index=token("<|AUDIO|>"),
+        image_token_index=token("<|IMAGE|>"),
+        video_token_index=token("<|VIDEO|>"),
+        audio_start_token_id=token("<|audio_bos|>"),
+        audio_end_token_id=token("<|audio_eos|>"),
+        vision_start_token_id=token("<|vision_bos|>"),
+        vision_end_token_id=token("<|vision_eos|>"),
+        user_token_id=token("<|im_start|>"),
+        initializer_range=size.initializer_range,
+        tie_word_embeddings=True,
     )
-    processor = Qwen2AudioProcessor(feature_extractor=features, tokenizer=tokenizer)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    return out
+    template = SpeechChatTemplate(
+        QWEN2_5_OMNI, tokenizer, _feature_extractor(size), OMNI_CHAT_TEMPLATE
+    )
+    return Qwen2_5OmniThinkerForConditionalGeneration(config), template
 
 
 def build_tiny_grm(
@@ -190,16 +293,17 @@ def build_tiny_grm(
     audio: bool = True,
     size: TinySize = TinySize(),
     seed: int = 0,
+    family: str = QWEN2_AUDIO.name,
 ) -> Path:
-    """A tiny backbone with its tokenizer trained on `examples`, and the judge format it is
-    trained with: rubrics by title and criterion ids, as a tiny tokenizer cannot compress
-    rubric prose."""
+    """A tiny backbone of `family` with its tokenizer trained on `examples`, and the judge
+    format it is trained with: rubrics by title and criterion ids, as a tiny tokenizer cannot
+    compress rubric prose."""
     from rewardlab.grm.judge_format import JudgeFormat
 
     rubrics = list(rubrics)
     fmt = JudgeFormat(k=k, rubric_detail="ids")
     out = build_tiny_backbone(
-        out, corpus_texts(examples, fmt, rubrics), audio=audio, size=size, seed=seed
+        out, corpus_texts(examples, fmt, rubrics), audio=audio, size=size, seed=seed, family=family
     )
     fmt.save(out)
     return out

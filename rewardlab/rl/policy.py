@@ -28,7 +28,6 @@ from peft import LoraConfig, PeftModel
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel
-from transformers.masking_utils import create_bidirectional_mask
 
 from rewardlab.backbones import audio_tower, base_model, family_of, load_model, load_processor
 from rewardlab.rl.prompts import Clips
@@ -116,17 +115,7 @@ class AudioPolicy(nn.Module):
 
     def _tower(self, clips: Clips) -> torch.Tensor:
         """The audio tower's output for each clip: (n, max tokens, d_audio)."""
-        tower = audio_tower(self.model)
-        features = clips.features.to(tower.conv1.weight.device, tower.conv1.weight.dtype)
-        frames = clips.feature_mask.sum(-1).to(features.device)
-        conv_lengths = family_of(self.base).conv_frames(frames)
-        width = (features.shape[-1] - 2) // 2 + 1
-        valid = torch.arange(width, device=features.device)[None, :] < conv_lengths[:, None]
-        dummy = torch.zeros((len(clips), width, 1), dtype=features.dtype, device=features.device)
-        mask = create_bidirectional_mask(
-            config=tower.config, inputs_embeds=dummy, attention_mask=valid.long()
-        )
-        return tower(features, attention_mask=mask).last_hidden_state
+        return family_of(self.base).encode_clips(self.base, clips.features, clips.feature_mask)
 
     @torch.no_grad()
     def encode_audio(self, clips: Clips | None) -> Clips | None:

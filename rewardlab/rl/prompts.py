@@ -14,16 +14,15 @@ batch is split into micro-batches.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from transformers import ProcessorMixin
 
-from rewardlab.backbones.families import whisper_pooled_tokens
-from rewardlab.grm.encoding import AUDIO_TOKEN, AudioMode, ClipFeatures
+from rewardlab.backbones.families import family_of_template
+from rewardlab.grm.encoding import AudioMode, ClipFeatures, audio_token_id
 from rewardlab.grm.judge_format import JudgeInputError
 from rewardlab.rl.ppo_math import response_mask
 from rewardlab.schema import THINK_END, THINK_START, Dialogue, Rubric
@@ -68,6 +67,7 @@ class EncodedPolicyPrompt:
     ids: list[int]
     features: list[np.ndarray]  # per clip segment (`ClipFeatures.segments`): (mel, frames)
     feature_lengths: list[int]  # valid frames per segment
+    audio_tokens: list[int] = field(default_factory=list)  # per segment: its run of tokens
 
 
 class PolicyPromptEncoder:
@@ -84,17 +84,19 @@ class PolicyPromptEncoder:
     ):
         self.template, self.system = template, system
         self.max_prompt_tokens, self.transcripts = max_prompt_tokens, transcripts
-        self.is_audio = isinstance(template, ProcessorMixin)
+        self.family = family_of_template(template)
+        self.is_audio = self.family.is_audio
         self.tokenizer = template.tokenizer if self.is_audio else template
-        extractor = template.feature_extractor if self.is_audio else None
-        self.clip_features = ClipFeatures(extractor, media_root)
-        self.audio_token_id = self.tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)
+        self.clip_features = ClipFeatures.for_template(template, media_root)
+        self.audio_token_id = audio_token_id(template)
 
     def suppressed_token_ids(self) -> list[int]:
-        """Ids the policy may not generate: the audio special tokens, and padding (unless it
+        """Ids the policy may not generate: the audio special tokens (and the family's other
+        placeholders: an Omni thinker's image and video tokens), and padding (unless it
         doubles as EOS)."""
         vocab = self.tokenizer.get_vocab()
-        ids = [vocab[t] for t in AUDIO_SPECIAL_TOKENS if t in vocab]
+        named = {token for _, token in self.family.special_tokens}
+        ids = [vocab[t] for t in sorted(named.union(AUDIO_SPECIAL_TOKENS)) if t in vocab]
         pad, eos = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
         return ids + ([pad] if pad is not None and pad != eos else [])
 
@@ -152,7 +154,8 @@ class PolicyPromptEncoder:
             [turn.role for turn in heard],
             audio,
         )
-        return EncodedPolicyPrompt(ids, features, lengths)
+        tokens = [self.clip_features.audio_tokens(n) for n in lengths]
+        return EncodedPolicyPrompt(ids, features, lengths, tokens)
 
 
 @dataclass
@@ -229,7 +232,7 @@ def collate_prompts(prompts: Sequence[EncodedPolicyPrompt], pad_id: int) -> Prom
     frames = features[0].shape[-1]
     clips = Clips(
         owner=torch.tensor([row for row, p in enumerate(prompts) for _ in p.features]),
-        tokens=torch.tensor([whisper_pooled_tokens(int(n)) for n in lengths]),
+        tokens=torch.tensor([n for p in prompts for n in p.audio_tokens]),
         features=torch.from_numpy(np.stack(features)).float(),
         feature_mask=(torch.arange(frames)[None, :] < lengths[:, None]).long(),
     )

@@ -122,16 +122,20 @@ def build_tiny_policy(
     size: Any = None,
     seed: int = 0,
     progress: bool = True,
+    family: str = "qwen2_audio",
 ) -> dict[str, float]:
-    """A random-init tiny audio policy (`rewardlab.grm.tiny`), warm-started on the replies of
-    the project's training split (the GRM's split: held-out dialogues stay unseen)."""
+    """A random-init tiny audio policy of `family` (`rewardlab.grm.tiny`), warm-started on
+    the replies of the project's training split (the GRM's split: held-out dialogues stay
+    unseen)."""
     split = split_like_grm(project, grm_path=grm_path)
     examples, train, media_root = split.examples, split.train, split.media_root
     pairs = warm_start_pairs(train)
     texts = [DEFAULT_POLICY_SYSTEM, THINK_START, THINK_END, *TRACES]
     texts += [t.text or "" for e in examples for t in e.item.dialogue.turns]
     texts += [target for _, target in pairs]
-    out = build_tiny_backbone(Path(out), texts, audio=True, size=size or TinySize(), seed=seed)
+    out = build_tiny_backbone(
+        Path(out), texts, audio=True, size=size or TinySize(), seed=seed, family=family
+    )
     set_seed(seed)
     policy, template = load_policy(out, reference=False)
     encoder = PolicyPromptEncoder(template, media_root=media_root)

@@ -1,0 +1,324 @@
+"""Every backbone family the GRM and the PPO policy run, each a tiny random-init model of its
+real architecture, over the demo world's speech: the same mechanics, family by family.
+
+Qwen2.5-Omni is the multimodal-RoPE family: its shared-history cache, its batched reasoning on
+that cache and its policy's embedding path are checked against the model's own full forward.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from builders import TINY_GRM_SIZE
+from peft import LoraConfig
+
+from rewardlab.backbones import family_of, family_of_path, load_backbone
+from rewardlab.backbones.families import QWEN2_5_OMNI
+from rewardlab.commands.options import TINY_FAMILIES
+from rewardlab.grm.examples import load_examples
+from rewardlab.grm.grm_config import GRMConfig
+from rewardlab.grm.grm_trainer import GRMTrainer
+from rewardlab.grm.judge_format import JudgeFormat
+from rewardlab.grm.model import GenerativeRewardModel
+from rewardlab.grm.tiny import build_tiny_backbone, corpus_texts
+from rewardlab.reward import RewardMapper
+from rewardlab.rl.grm_reward import GRMReward
+from rewardlab.rl.ppo_config import AudioPPOConfig
+from rewardlab.rl.ppo_math import response_mask
+from rewardlab.rl.ppo_recipe import build_policy
+from rewardlab.rl.ppo_trainer import AudioPPOTrainer
+from rewardlab.rl.prompt_split import load_prompts
+from rewardlab.rl.rewards import GRMPromptReward
+from rewardlab.rl.rollout import response_logprobs
+from rewardlab.rl.warm_start import build_tiny_policy
+
+SMALL = replace(TINY_GRM_SIZE, layers=1)
+AUDIO_FAMILIES = list(TINY_FAMILIES)
+
+
+@pytest.fixture(scope="module")
+def project(demo_world):
+    return demo_world(n=24, seed=5)
+
+
+@pytest.fixture(scope="module")
+def data(project):
+    return load_examples(project)
+
+
+@pytest.fixture(scope="module", params=[*AUDIO_FAMILIES, "text"])
+def backbone(request, tmp_path_factory, data):
+    """(family name, a tiny GRM backbone of it)."""
+    name = request.param
+    texts = corpus_texts(data.examples, JudgeFormat(), data.rubrics.values())
+    out = tmp_path_factory.mktemp(f"grm-{name}") / "backbone"
+    build_tiny_backbone(out, texts, audio=name != "text", size=SMALL, family=name)
+    return name, out
+
+
+def grm_of(backbone, data, **kwargs) -> GenerativeRewardModel:
+    return GenerativeRewardModel.load(backbone[1], media_root=data.media_root, **kwargs)
+
+
+def grm_config(tmp_path, **overrides) -> GRMConfig:
+    values = dict(
+        output_dir=str(tmp_path / "run"),
+        max_steps=3,
+        per_device_train_batch_size=4,
+        learning_rate=3e-3,
+        logging_steps=1,
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+    )
+    return GRMConfig(**(values | overrides))
+
+
+def params(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+# -- the judge ------------------------------------------------------------------------------------
+
+
+def test_the_family_is_read_from_the_saved_config(backbone):
+    name, path = backbone
+    family = family_of_path(path)
+    assert family.name == name and family.runs
+    assert family_of(load_backbone(path)) is family
+
+
+def test_verdict_tokens_are_single_tokens(backbone, data):
+    grm = grm_of(backbone, data)
+    for token, token_id in zip(grm.format.verdict_tokens, grm.verdict_ids.tolist(), strict=True):
+        assert grm.tokenizer.encode(token, add_special_tokens=False) == [token_id]
+
+
+def test_shared_history_judge_equals_one_full_forward_per_order(backbone, data):
+    grm = grm_of(backbone, data)
+    items = [e.item for e in data.examples[:5]]
+    dist = grm.judge(items, batch_size=3)
+    prompts = [grm.encoder.encode(item, order) for item in items for order in dist.orders]
+    with torch.no_grad():
+        full = torch.softmax(grm._full_forward(prompts), -1).view(5, 2, -1).numpy()
+    full[:, 1] = full[:, 1, ::-1]  # canonical orientation
+    np.testing.assert_allclose(dist.probs, full, atol=1e-4)
+
+
+def test_batched_reasoning_on_the_generation_cache_equals_one_at_a_time(backbone, data):
+    grm = grm_of(backbone, data)
+    items = [e.item for e in data.examples[:3]]
+    batched = grm.judge(items, mode="reasoning", max_new_tokens=6)
+    single = grm.judge(items, mode="reasoning", max_new_tokens=6, generation="item")
+    assert batched.critiques == single.critiques
+    np.testing.assert_allclose(batched.probs, single.probs, atol=1e-4)
+
+
+def test_silence_changes_the_verdict(backbone, data):
+    if backbone[0] == "text":
+        pytest.skip("a text backbone reads transcripts, no audio")
+    grm = grm_of(backbone, data)
+    items = [e.item for e in data.examples[:4]]
+    heard, silent = grm.judge(items), grm.judge(items, audio="silence")
+    assert np.abs(heard.probs - silent.probs).max() > 1e-3
+
+
+def test_three_training_steps_move_every_trainable_weight_and_no_frozen_one(
+    backbone, data, tmp_path
+):
+    grm = grm_of(backbone, data)
+    before = params(grm.model)
+    GRMTrainer(grm.model, grm_config(tmp_path), grm.encoder, data.examples[:8]).train()
+    frozen = 0
+    for name, param in grm.model.named_parameters():
+        moved = not torch.equal(param, before[name])
+        assert moved == param.requires_grad, name
+        frozen += not param.requires_grad
+    # the audio tower (and an Omni thinker's unused vision encoder) stay as loaded
+    assert (frozen > 0) == (backbone[0] != "text")
+
+
+def test_lora_touches_the_language_model_only_and_round_trips(backbone, data, tmp_path):
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=r".*language_model.*\.(q_proj|v_proj)")
+    if backbone[0] == "text":
+        lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    grm = grm_of(backbone, data, lora=lora)
+    GRMTrainer(grm.model, grm_config(tmp_path), grm.encoder, data.examples[:8]).train()
+    trainable = [n for n, p in grm.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert not any("audio_tower" in n or "visual" in n for n in trainable)
+    saved = grm.save(tmp_path / "saved")
+    reloaded = GenerativeRewardModel.load(saved, media_root=data.media_root)
+    items = [e.item for e in data.examples[:4]]
+    np.testing.assert_array_equal(reloaded.judge(items).probs, grm.judge(items).probs)
+
+
+def test_full_checkpoint_round_trip_gives_identical_scores(backbone, data, tmp_path):
+    grm = grm_of(backbone, data)
+    GRMTrainer(grm.model, grm_config(tmp_path), grm.encoder, data.examples[:8]).train()
+    reloaded = GenerativeRewardModel.load(grm.save(tmp_path / "final"), media_root=data.media_root)
+    items = [e.item for e in data.examples[:4]]
+    np.testing.assert_array_equal(reloaded.judge(items).probs, grm.judge(items).probs)
+
+
+def test_a_full_omni_checkpoint_loads_its_thinker_only(data, tmp_path):
+    """Thinker + talker saved as one checkpoint (model_type qwen2_5_omni): the judge is the
+    thinker, weight for weight, and scores as the thinker saved alone."""
+    from transformers import Qwen2_5OmniConfig, Qwen2_5OmniForConditionalGeneration
+
+    texts = corpus_texts(data.examples, JudgeFormat(), data.rubrics.values())
+    thinker_path = build_tiny_backbone(
+        tmp_path / "thinker", texts, size=SMALL, family="qwen2_5_omni"
+    )
+    thinker = load_backbone(thinker_path)
+    config = Qwen2_5OmniConfig(thinker_config=thinker.config.to_dict(), enable_audio_output=False)
+    full = Qwen2_5OmniForConditionalGeneration(config)
+    full.thinker.load_state_dict(thinker.state_dict())
+    full.save_pretrained(tmp_path / "full")
+    GenerativeRewardModel.load(thinker_path).template.save_pretrained(tmp_path / "full")
+    assert json.loads((tmp_path / "full" / "config.json").read_text())["model_type"] == (
+        "qwen2_5_omni"
+    )
+    loaded = load_backbone(tmp_path / "full")
+    assert family_of(loaded) is QWEN2_5_OMNI
+    assert loaded.state_dict().keys() == thinker.state_dict().keys()
+    for name, weight in thinker.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], weight), name
+    items = [e.item for e in data.examples[:3]]
+    alone = GenerativeRewardModel.load(thinker_path, media_root=data.media_root).judge(items)
+    whole = GenerativeRewardModel.load(tmp_path / "full", media_root=data.media_root).judge(items)
+    np.testing.assert_array_equal(whole.probs, alone.probs)
+
+
+# -- the policy -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=AUDIO_FAMILIES)
+def policy_world(request, tmp_path_factory, project, data):
+    """A tiny policy of one family, warm-started a little, and a tiny GRM of the same family."""
+    name = request.param
+    root = tmp_path_factory.mktemp(f"ppo-{name}")
+    texts = corpus_texts(data.examples, JudgeFormat(), data.rubrics.values())
+    grm = build_tiny_backbone(root / "grm", texts, size=SMALL, family=name)
+    RewardMapper(k=3, normalize="running", clip=5.0).save(grm)
+    build_tiny_policy(project, root / "policy", steps=20, size=SMALL, progress=False, family=name)
+    return {"name": name, "project": project, "grm": grm, "policy": root / "policy"}
+
+
+def ppo_config(tmp_path, world, **changes) -> AudioPPOConfig:
+    values = {
+        "output_dir": str(tmp_path / "run"),
+        "model_path": str(world["policy"]),
+        "use_cpu": True,
+        "seed": 0,
+        "max_steps": 1,
+        "per_device_train_batch_size": 2,
+        "gradient_accumulation_steps": 2,
+        "num_mini_batches": 2,
+        "num_ppo_epochs": 1,
+        "response_length": 8,
+        "learning_rate": 1e-3,
+        "save_strategy": "no",
+        "disable_tqdm": True,
+        "local_rollout_forward_batch_size": 4,
+    }
+    return AudioPPOConfig(**(values | changes))
+
+
+def trainer_for(world, args: AudioPPOConfig) -> AudioPPOTrainer:
+    split = load_prompts(world["project"], 0.25, 0)
+    policy, template = build_policy(args)
+    reward = GRMReward.from_checkpoint(world["grm"], project=world["project"])
+    return AudioPPOTrainer(
+        args,
+        policy=policy,
+        reward=GRMPromptReward(reward),
+        train_prompts=split.train,
+        processing_class=template,
+        media_root=split.media_root,
+    )
+
+
+def test_policy_embeddings_are_the_models_own_audio_placement(policy_world, tmp_path):
+    """The policy builds its input embeddings itself (tower once, projector, placeholders
+    filled): its logits are the family model's own forward with the raw features."""
+    trainer = trainer_for(policy_world, ppo_config(tmp_path, policy_world))
+    policy, collector = trainer.policy, trainer.collector
+    batch = collector.encode(trainer.train_prompts[:3])
+    mask = batch.attention_mask
+    with torch.no_grad():
+        mine, _, _ = policy(batch.input_ids, mask, policy.encode_audio(batch.clips))
+        own = policy.base(
+            input_ids=batch.input_ids,
+            attention_mask=mask,
+            input_features=batch.clips.features,
+            feature_attention_mask=batch.clips.feature_mask,
+            position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+        ).logits
+    torch.testing.assert_close(mine[mask.bool()], own[mask.bool()], atol=1e-5, rtol=1e-5)
+
+
+def test_one_update_cached_tower_equals_re_encoding_and_audio_is_never_sampled(
+    policy_world, tmp_path
+):
+    trainer = trainer_for(policy_world, ppo_config(tmp_path, policy_world))
+    before = params(trainer.policy)
+    trainer.train()
+    moved = {n for n, p in trainer.policy.named_parameters() if not torch.equal(p, before[n])}
+    assert any("language_model" in n for n in moved) and "value_head.weight" in moved
+    assert not any("audio_tower" in n or "visual" in n for n in moved)
+    prompts = trainer.train_prompts[:4]
+    rollout, _ = trainer.collector.collect(
+        trainer.model, trainer.accelerator, prompts, torch.Generator().manual_seed(0)
+    )
+    assert rollout.clips.states is not None  # the frozen tower ran once, at rollout time
+    args = (rollout.query_responses, rollout.attention_mask)
+    rows = torch.arange(len(prompts))
+    cached, _, _ = response_logprobs(
+        trainer.policy, *args, rollout.clips, rollout.context_length, rows, 1.0
+    )
+    raw = replace(rollout.clips, states=None)
+    encoded, _, _ = response_logprobs(trainer.policy, *args, raw, rollout.context_length, rows, 1.0)
+    torch.testing.assert_close(cached[rollout.mask], encoded[rollout.mask], atol=1e-5, rtol=1e-5)
+    # make the audio placeholders the policy's favourites: still never sampled
+    suppressed = trainer.collector.suppress_ids
+    assert trainer.collector.encoder.audio_token_id in suppressed
+    head = trainer.policy.base.lm_head.weight
+    with torch.no_grad():
+        head[suppressed] = head[suppressed] * 0 + head.abs().max() * 40
+    batch = trainer.collector.encode(prompts)
+    kept = trainer.policy.sample(
+        batch.input_ids,
+        batch.attention_mask,
+        trainer.policy.encode_audio(batch.clips),
+        max_new_tokens=6,
+        eos_token_id=trainer.collector.eos_id,
+        pad_token_id=trainer.collector.pad_id,
+        suppress_token_ids=suppressed,
+    )
+    real = response_mask(kept, trainer.collector.eos_id, trainer.collector.pad_id)
+    assert real.any() and not torch.isin(kept[real], torch.tensor(suppressed)).any()
+
+
+def test_resume_equals_the_straight_run(policy_world, tmp_path):
+    changes = {"max_steps": 2, "save_strategy": "steps", "save_steps": 1}
+    straight = trainer_for(policy_world, ppo_config(tmp_path / "a", policy_world, **changes))
+    straight.train()
+    checkpoint = tmp_path / "a" / "run" / "checkpoint-1"
+    resumed = trainer_for(
+        policy_world,
+        ppo_config(
+            tmp_path / "b", policy_world, max_steps=2, resume_from_checkpoint=str(checkpoint)
+        ),
+    )
+    resumed.train(resume_from_checkpoint=checkpoint)
+    assert resumed.state.global_step == 2
+    for (name, p), q in zip(
+        straight.policy.named_parameters(), resumed.policy.parameters(), strict=True
+    ):
+        torch.testing.assert_close(p, q, msg=name)
