@@ -1,9 +1,10 @@
 """Direct GRM scoring vs generate-then-parse vs a sequence-classification RM (the cost floor).
 
     .venv/bin/python benchmarks/bench_grm_scoring.py [--tasks 256] [--critique-tokens 256]
-        [--reasoning-tasks 32]
+        [--reasoning-tasks 32] [--family qwen2_audio --family qwen2_5_omni] [--direct-only]
 
-One demo world, one tiny Qwen2-Audio GRM, the same tasks in both presentation orders:
+One demo world, one tiny GRM per backbone family (default Qwen2-Audio), the same tasks in both
+presentation orders:
 
 - direct: `GenerativeRewardModel.judge` (shared history, one pass, verdict read at the slot)
 - generate-then-parse: generate a critique of N tokens, then a regex for "Verdict: X" in the
@@ -16,7 +17,8 @@ One demo world, one tiny Qwen2-Audio GRM, the same tasks in both presentation or
   per task and order, then a full pass), on the first `--reasoning-tasks` tasks with critiques
   of up to `--critique-tokens` tokens; greedy, so the verdicts must be equal
 
-Prints judgments/s for each and the ratios.
+Prints judgments/s for each and the ratios, per family, then one table of direct scoring
+against each family's own seq-cls floor.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from rewardlab.commands.options import TINY_FAMILIES
 from rewardlab.demo import DemoConfig, build_demo_project
 from rewardlab.grm.critique import left_pad
 from rewardlab.grm.encoding import audio_batch, collate_full
@@ -69,7 +72,9 @@ def generate_then_parse(grm: GenerativeRewardModel, items, tokens: int, batch: i
 
 
 def seq_cls_floor(grm: GenerativeRewardModel, items, batch: int) -> torch.Tensor:
-    backbone = grm.model.model  # Qwen2AudioModel: audio tower + projector + decoder, no LM head
+    backbone = (
+        grm.model.model
+    )  # the family's model: audio tower (+ projector) + decoder, no LM head
     head = torch.nn.Linear(backbone.config.text_config.hidden_size, 1)
     prompts = [grm.encoder.encode(item, order) for item in items for order in Order]
     scores = []
@@ -98,49 +103,52 @@ def reasoning_both_ways(grm: GenerativeRewardModel, items, tokens: int, batch: i
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", type=int, default=256)
-    parser.add_argument("--critique-tokens", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--reasoning-tasks", type=int, default=32)
-    args = parser.parse_args()
-    torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        build_demo_project(root / "p", DemoConfig(n=args.tasks, seed=0), progress=False).close()
-        data = load_examples(root / "p")
-        examples, rubrics, media = data.examples, data.rubrics, data.media_root
-        size = TinySize(hidden_size=96, layers=3)  # what `make demo` trains
-        backbone = build_tiny_grm(root / "tiny", examples, rubrics.values(), 3, size=size)
-        grm = GenerativeRewardModel.load(backbone, media_root=media)
-        grm.model.eval()
-        items = [e.item for e in examples]
-        grm.judge(items[:2])  # warm-up; also fills the clip-feature cache for everyone below
-        grm.judge(items, batch_size=args.batch)
-        n = 2 * len(items)  # judgments: every task in both orders
-        with torch.no_grad():
-            direct_s, _ = timed(lambda: grm.judge(items, batch_size=args.batch))
-            floor_s, _ = timed(lambda: seq_cls_floor(grm, items, args.batch))
-            parse_s, failures = timed(
-                lambda: generate_then_parse(grm, items, args.critique_tokens, args.batch)
-            )
-            reasoning = reasoning_both_ways(
-                grm, items[: args.reasoning_tasks], args.critique_tokens, args.batch
-            )
-    print(
-        f"{n} judgments ({len(items)} tasks x 2 orders), batch {args.batch}, CPU threads "
-        f"{torch.get_num_threads()}"
+def bench_family(family: str, root: Path, data, args) -> dict:
+    """Every measure above for one tiny backbone of `family`, on the same tasks."""
+    size = TinySize(hidden_size=96, layers=3)  # what `make demo` trains
+    backbone = build_tiny_grm(
+        root / family, data.examples, data.rubrics.values(), 3, size=size, family=family
     )
+    grm = GenerativeRewardModel.load(backbone, media_root=data.media_root)
+    grm.model.eval()
+    items = [e.item for e in data.examples]
+    grm.judge(items[:2])  # warm-up; also fills the clip-feature cache for everyone below
+    grm.judge(items, batch_size=args.batch)
+    result = {"family": family, "n": 2 * len(items)}  # judgments: every task in both orders
+    with torch.no_grad():
+        result["direct_s"], _ = timed(lambda: grm.judge(items, batch_size=args.batch))
+        result["floor_s"], _ = timed(lambda: seq_cls_floor(grm, items, args.batch))
+        if args.direct_only:
+            return result
+        result["parse_s"], result["failures"] = timed(
+            lambda: generate_then_parse(grm, items, args.critique_tokens, args.batch)
+        )
+        result["reasoning"] = reasoning_both_ways(
+            grm, items[: args.reasoning_tasks], args.critique_tokens, args.batch
+        )
+    return result
+
+
+def report(result: dict, args) -> None:
+    n = result["n"]
+    direct_s, floor_s = result["direct_s"], result["floor_s"]
+    print(f"-- {result['family']}")
     print(f"direct (shared history, 1 pass):      {n / direct_s:8.1f} judgments/s")
-    print(
-        f"generate {args.critique_tokens} tokens then parse:      {n / parse_s:8.1f} judgments/s"
-        f"  ({failures}/{n} verdicts unparsable)"
-    )
+    if "parse_s" in result:
+        print(
+            f"generate {args.critique_tokens} tokens then parse:      {n / result['parse_s']:8.1f}"
+            f" judgments/s  ({result['failures']}/{n} verdicts unparsable)"
+        )
     print(f"seq-cls RM floor (1 full pass):       {n / floor_s:8.1f} judgments/s")
-    print(f"direct vs generate-then-parse: {parse_s / direct_s:.1f}x faster (target >= 10x)")
+    if "parse_s" in result:
+        print(
+            f"direct vs generate-then-parse: {result['parse_s'] / direct_s:.1f}x faster"
+            " (target >= 10x)"
+        )
     print(f"direct vs seq-cls floor:       {floor_s / direct_s:.2f}x the floor's throughput")
-    r, m = reasoning, 2 * min(len(items), args.reasoning_tasks)
+    if "reasoning" not in result:
+        return
+    r, m = result["reasoning"], 2 * min(n // 2, args.reasoning_tasks)
     print(
         f"reasoning mode, {m} judgments, critiques of up to {args.critique_tokens} tokens,"
         f" batch {args.batch} tasks ({2 * args.batch} rows per generate):"
@@ -152,6 +160,47 @@ def main() -> None:
         f" critiques identical: {r['same_critiques']}, verdicts (argmax) equal:"
         f" {r['same_verdicts']}, max |probability difference| {r['max_prob_diff']:.1e}"
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=256)
+    parser.add_argument("--critique-tokens", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--reasoning-tasks", type=int, default=32)
+    parser.add_argument(
+        "--family",
+        action="append",
+        choices=TINY_FAMILIES,
+        help="a backbone family to measure (repeat for several; default qwen2_audio)",
+    )
+    parser.add_argument(
+        "--direct-only",
+        action="store_true",
+        help="direct scoring and its seq-cls floor only (no generation)",
+    )
+    args = parser.parse_args()
+    families = args.family or ["qwen2_audio"]
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        build_demo_project(root / "p", DemoConfig(n=args.tasks, seed=0), progress=False).close()
+        data = load_examples(root / "p")
+        results = [bench_family(family, root, data, args) for family in families]
+    n = results[0]["n"]
+    print(
+        f"{n} judgments ({n // 2} tasks x 2 orders), batch {args.batch}, CPU threads "
+        f"{torch.get_num_threads()}"
+    )
+    for result in results:
+        report(result, args)
+    print("\n| family | direct judgments/s | seq-cls floor judgments/s | direct / floor |")
+    print("| --- | --- | --- | --- |")
+    for r in results:
+        print(
+            f"| {r['family']} | {n / r['direct_s']:.1f} | {n / r['floor_s']:.1f} |"
+            f" {r['floor_s'] / r['direct_s']:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,11 @@ that cache and its policy's embedding path are checked against the model's own f
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +21,6 @@ from builders import TINY_GRM_SIZE
 from peft import LoraConfig
 
 from rewardlab.backbones import family_of, family_of_path, load_backbone
-from rewardlab.backbones.families import QWEN2_5_OMNI
 from rewardlab.commands.options import TINY_FAMILIES
 from rewardlab.grm.examples import load_examples
 from rewardlab.grm.grm_config import GRMConfig
@@ -166,26 +169,29 @@ def test_full_checkpoint_round_trip_gives_identical_scores(backbone, data, tmp_p
     np.testing.assert_array_equal(reloaded.judge(items).probs, grm.judge(items).probs)
 
 
-def test_a_full_omni_checkpoint_loads_its_thinker_only(data, tmp_path):
-    """Thinker + talker saved as one checkpoint (model_type qwen2_5_omni): the judge is the
-    thinker, weight for weight, and scores as the thinker saved alone."""
-    from transformers import Qwen2_5OmniConfig, Qwen2_5OmniForConditionalGeneration
+@pytest.mark.parametrize("family", ["qwen2_5_omni", "qwen3_omni_moe"])
+def test_a_full_omni_checkpoint_loads_its_thinker_only(family, data, tmp_path):
+    """Thinker + talker saved as one checkpoint (model_type qwen2_5_omni / qwen3_omni_moe):
+    the judge is the thinker, weight for weight, and scores as the thinker saved alone."""
+    import transformers
 
+    full_class = {
+        "qwen2_5_omni": transformers.Qwen2_5OmniForConditionalGeneration,
+        "qwen3_omni_moe": transformers.Qwen3OmniMoeForConditionalGeneration,
+    }[family]
     texts = corpus_texts(data.examples, JudgeFormat(), data.rubrics.values())
-    thinker_path = build_tiny_backbone(
-        tmp_path / "thinker", texts, size=SMALL, family="qwen2_5_omni"
-    )
+    thinker_path = build_tiny_backbone(tmp_path / "thinker", texts, size=SMALL, family=family)
     thinker = load_backbone(thinker_path)
-    config = Qwen2_5OmniConfig(thinker_config=thinker.config.to_dict(), enable_audio_output=False)
-    full = Qwen2_5OmniForConditionalGeneration(config)
+    config = full_class.config_class(
+        thinker_config=thinker.config.to_dict(), enable_audio_output=False
+    )
+    full = full_class(config)
     full.thinker.load_state_dict(thinker.state_dict())
     full.save_pretrained(tmp_path / "full")
     GenerativeRewardModel.load(thinker_path).template.save_pretrained(tmp_path / "full")
-    assert json.loads((tmp_path / "full" / "config.json").read_text())["model_type"] == (
-        "qwen2_5_omni"
-    )
+    assert json.loads((tmp_path / "full" / "config.json").read_text())["model_type"] == family
     loaded = load_backbone(tmp_path / "full")
-    assert family_of(loaded) is QWEN2_5_OMNI
+    assert family_of(loaded).name == family and not hasattr(loaded, "talker")
     assert loaded.state_dict().keys() == thinker.state_dict().keys()
     for name, weight in thinker.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], weight), name
@@ -322,3 +328,23 @@ def test_resume_equals_the_straight_run(policy_world, tmp_path):
         straight.policy.named_parameters(), resumed.policy.parameters(), strict=True
     ):
         torch.testing.assert_close(p, q, msg=name)
+
+
+def test_the_gpu_smoke_script_runs_on_a_cpu_with_a_tiny_config(tmp_path):
+    """`training/gpu_smoke.sh FAMILY` as a GPU machine would run it, on a tiny config: a
+    judge batch, 3 GRM steps and 1 PPO update, each printing its figures."""
+    env = os.environ | {"SIZE": "tiny", "DEVICE": "cpu", "PY": sys.executable,
+                        "OUT": str(tmp_path / "smoke")}  # fmt: skip
+    done = subprocess.run(
+        ["bash", "training/gpu_smoke.sh", "qwen3_omni_moe"],
+        cwd=Path(__file__).parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("qwen3_omni_moe (tiny)") for line in lines)
+    for start in ("judge: ", "GRM: 3 steps", "PPO: 1 update"):
+        assert any(line.startswith(start) for line in lines), (start, done.stdout[-2000:])

@@ -7,10 +7,14 @@ language-model tokens a clip becomes (`Family.audio_tokens`, from feature frames
 second). `TEXT` stands for any text-only causal LM (transcripts instead of audio): it has no
 tower.
 
-Qwen2-Audio and text models are what the GRM and the PPO policy run today (`Family.runs`); the
-other audio LLMs of transformers are described here so that `rewardlab backbone-info` can size
-them (parameters per part, audio tokens per second, memory) from their config alone. A full
-Omni checkpoint (thinker + talker) is read as its thinker: the talker speaks, it never judges.
+The GRM and the PPO policy run Qwen2-Audio, the Qwen2.5-Omni and Qwen3-Omni-MoE thinkers and
+text models (`Family.runs`); each family also says how to run its tower once
+(`tower_states`), which placeholder its chat template puts where a clip goes, its named special
+tokens, and whether generation on a cached history must reset rope deltas
+(`continue_positions`). Voxtral and Audio Flamingo 3 are described so that `rewardlab
+backbone-info` can size them (parameters per part, audio tokens per second, memory) from their
+config alone. A full Omni checkpoint (thinker + talker) is read as its thinker: the talker
+speaks, it never judges.
 """
 
 from __future__ import annotations
@@ -148,14 +152,27 @@ def _qwen2_audio_states(tower: nn.Module, features: torch.Tensor, mask: torch.Te
     return tower(features, attention_mask=attention).last_hidden_state
 
 
-def _omni_states(tower: nn.Module, features: torch.Tensor, mask: torch.Tensor):
-    """An Omni thinker's tower reads every clip's valid frames end to end (mel, total) and
-    returns their tokens end to end; split back per clip and padded."""
+def _clips_end_to_end(features: torch.Tensor, mask: torch.Tensor):
+    """An Omni thinker's tower reads every clip's valid frames end to end: (frames per clip,
+    features (mel, total frames))."""
     frames = mask.sum(-1).to(features.device)
-    flat = features.transpose(1, 2)[mask.bool().to(features.device)].T  # (mel, total frames)
+    return frames, features.transpose(1, 2)[mask.bool().to(features.device)].T
+
+
+def _per_clip(states: torch.Tensor, frames: torch.Tensor, tokens: Callable[[int], int]):
+    """The tower's tokens, end to end, split back per clip and padded: (n, max tokens, d)."""
+    return pad_sequence(states.split([tokens(n) for n in frames.tolist()]), batch_first=True)
+
+
+def _qwen2_5_omni_states(tower: nn.Module, features: torch.Tensor, mask: torch.Tensor):
+    frames, flat = _clips_end_to_end(features, mask)
     out = tower(flat, feature_lens=frames, aftercnn_lens=_whisper_conv_frames(frames))
-    per_clip = [whisper_pooled_tokens(n) for n in frames.tolist()]
-    return pad_sequence(out.last_hidden_state.split(per_clip), batch_first=True)
+    return _per_clip(out.last_hidden_state, frames, whisper_pooled_tokens)
+
+
+def _qwen3_omni_states(tower: nn.Module, features: torch.Tensor, mask: torch.Tensor):
+    frames, flat = _clips_end_to_end(features, mask)
+    return _per_clip(tower(flat, feature_lens=frames).last_hidden_state, frames, _qwen3_omni_tokens)
 
 
 def _qwen3_omni_tokens(frames: int) -> int:
@@ -211,7 +228,7 @@ QWEN2_5_OMNI = _audio_llm(
     model_types=("qwen2_5_omni", "qwen2_5_omni_thinker"),
     projector_path=None,
     thinker_key="thinker_config",
-    tower_states=_omni_states,
+    tower_states=_qwen2_5_omni_states,
     special_tokens=OMNI_SPECIAL_TOKENS,
     carries_rope_deltas=True,
     unused_paths=("model.visual",),
@@ -225,6 +242,20 @@ QWEN3_OMNI_MOE = _audio_llm(
     projector_path=None,
     thinker_key="thinker_config",
     conv_frames=None,  # 2-D convs over 1-second chunks: `_qwen3_omni_tokens` counts them
+    audio_token="<|audio_pad|>",
+    tower_states=_qwen3_omni_states,
+    special_tokens=(
+        ("audio_token", "<|audio_pad|>"),
+        ("audio_bos_token", "<|audio_start|>"),
+        ("audio_eos_token", "<|audio_end|>"),
+        ("image_token", "<|image_pad|>"),
+        ("video_token", "<|video_pad|>"),
+        ("vision_bos_token", "<|vision_start|>"),
+        ("vision_eos_token", "<|vision_end|>"),
+    ),
+    carries_rope_deltas=True,
+    unused_paths=("model.visual",),
+    runs=True,
 )
 VOXTRAL = _audio_llm("voxtral", VoxtralForConditionalGeneration, _voxtral_tokens)
 AUDIO_FLAMINGO_3 = _audio_llm(

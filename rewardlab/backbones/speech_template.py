@@ -21,21 +21,27 @@ from transformers import AutoTokenizer, WhisperFeatureExtractor
 
 from rewardlab.backbones.families import Family
 
-# Qwen2.5-Omni's chat template, audio and text: each clip is <|audio_bos|><|AUDIO|><|audio_eos|>
-# in its user turn, the default system prompt only when none is given (tiny builds use it;
-# a real checkpoint brings its own)
-OMNI_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'audio' %}<|audio_bos|><|AUDIO|><|audio_eos|>"
-    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
-    "{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+
+def omni_chat_template(family: Family) -> str:
+    """An Omni thinker's chat template, audio and text: each clip is its family's audio
+    placeholder between audio start and end tokens in its user turn (Qwen2.5-Omni:
+    <|audio_bos|><|AUDIO|><|audio_eos|>; Qwen3-Omni: <|audio_start|><|audio_pad|><|audio_end|>),
+    and the default system prompt only when none is given. For tiny builds: a real checkpoint
+    brings its own."""
+    named = dict(family.special_tokens)
+    clip = named["audio_bos_token"] + named["audio_token"] + named["audio_eos_token"]
+    return (
+        "{% for message in messages %}"
+        "{% if loop.first and message['role'] != 'system' %}"
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+        "<|im_start|>{{ message['role'] }}\n"
+        "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+        "{% else %}{% for content in message['content'] %}"
+        f"{{% if content['type'] == 'audio' %}}{clip}"
+        "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
+        "{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
 
 
 class SpeechChatTemplate:

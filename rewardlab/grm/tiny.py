@@ -14,6 +14,8 @@ tokens. Each family is built as its checkpoints are laid out, with a short audio
 - ``qwen2_5_omni``: a `Qwen2_5OmniThinkerForConditionalGeneration` (multimodal RoPE, a tower
   that reads 2-second chunks and ends in its own projection, a one-layer vision encoder that
   audio never runs), read through `SpeechChatTemplate` with Qwen2.5-Omni's chat template;
+- ``qwen3_omni_moe``: a `Qwen3OmniMoeThinkerForConditionalGeneration` (a mixture-of-experts
+  decoder, interleaved multimodal RoPE, a tower of 2-D convs), read the same way;
 - ``text``: a `Qwen2ForCausalLM` that reads transcripts.
 
 Weights are random: the point is a real architecture small enough to train on a CPU in minutes.
@@ -38,11 +40,20 @@ from transformers import (
     Qwen2Config,
     Qwen2ForCausalLM,
     Qwen2Tokenizer,
+    Qwen3OmniMoeThinkerConfig,
+    Qwen3OmniMoeThinkerForConditionalGeneration,
     WhisperFeatureExtractor,
 )
 
-from rewardlab.backbones.families import FAMILIES, QWEN2_5_OMNI, QWEN2_AUDIO, TEXT, Family
-from rewardlab.backbones.speech_template import OMNI_CHAT_TEMPLATE, SpeechChatTemplate
+from rewardlab.backbones.families import (
+    FAMILIES,
+    QWEN2_5_OMNI,
+    QWEN2_AUDIO,
+    QWEN3_OMNI_MOE,
+    TEXT,
+    Family,
+)
+from rewardlab.backbones.speech_template import SpeechChatTemplate, omni_chat_template
 
 FAMILY_BY_NAME = {family.name: family for family in FAMILIES}
 SPECIAL_TOKENS = [
@@ -155,7 +166,11 @@ def build_tiny_backbone(
 ) -> Path:
     """Write a randomly initialised backbone of `family` (`text` where not `audio`) and its
     processor/tokenizer to `out`."""
-    builders = {"qwen2_audio": _qwen2_audio, "qwen2_5_omni": _qwen2_5_omni}
+    builders = {
+        "qwen2_audio": _qwen2_audio,
+        "qwen2_5_omni": _qwen2_5_omni,
+        "qwen3_omni_moe": _qwen3_omni_moe,
+    }
     name = family if audio else TEXT.name
     if name not in builders and name != TEXT.name:
         raise ValueError(
@@ -236,52 +251,79 @@ def mrope_section(head_dim: int) -> list[int]:
     return [time, height, half - time - height]
 
 
-def _qwen2_5_omni(tokenizer, text_config: Qwen2Config, size: TinySize):
-    token = tokenizer.convert_tokens_to_ids
-    text = text_config.to_dict() | {
-        "rope_parameters": {
-            "rope_type": "default",
-            "rope_theta": 1e6,
-            "mrope_section": mrope_section(size.hidden_size // size.heads),
-        }
-    }
-    config = Qwen2_5OmniThinkerConfig(
-        audio_config={
+def _omni_parts(family: Family, tokenizer, size: TinySize) -> dict[str, Any]:
+    """What the two Omni thinkers' configs share: audio tower sizes, a one-layer vision
+    encoder that audio never runs (kept: it is the real layout), the special token ids."""
+    named = {name: tokenizer.convert_tokens_to_ids(token) for name, token in family.special_tokens}
+    return {
+        "audio_config": {
             "num_mel_bins": size.mel_bins,
             "d_model": size.audio_d_model,
             "encoder_layers": size.audio_layers,
             "encoder_attention_heads": size.audio_heads,
             "encoder_ffn_dim": size.audio_ffn,
             "max_source_positions": _window_frames(size) // 2,
-            # the tower attends within 2-second chunks of 2 * n_window frames, as Qwen2.5-Omni's
+            # the tower attends within chunks of 2 * n_window frames: 2 s here (1 s in the
+            # checkpoints, at twice the frame rate)
             "n_window": 16000 // size.hop_length,
             "output_dim": size.hidden_size,
         },
-        # audio-only use never runs it; one small layer keeps the real layout
-        vision_config={
+        "vision_config": {
             "depth": 1,
             "hidden_size": 16,
             "intermediate_size": 16,
             "num_heads": 2,
             "out_hidden_size": size.hidden_size,
-            "fullatt_block_indexes": [0],
         },
-        text_config=text,
-        audio_token_index=token("<|AUDIO|>"),
-        image_token_index=token("<|IMAGE|>"),
-        video_token_index=token("<|VIDEO|>"),
-        audio_start_token_id=token("<|audio_bos|>"),
-        audio_end_token_id=token("<|audio_eos|>"),
-        vision_start_token_id=token("<|vision_bos|>"),
-        vision_end_token_id=token("<|vision_eos|>"),
-        user_token_id=token("<|im_start|>"),
-        initializer_range=size.initializer_range,
-        tie_word_embeddings=True,
-    )
+        "audio_token_id": named["audio_token"],
+        "image_token_id": named["image_token"],
+        "video_token_id": named["video_token"],
+        "audio_start_token_id": named["audio_bos_token"],
+        "audio_end_token_id": named["audio_eos_token"],
+        "vision_start_token_id": named["vision_bos_token"],
+        "vision_end_token_id": named["vision_eos_token"],
+        "user_token_id": tokenizer.convert_tokens_to_ids("<|im_start|>"),
+        "initializer_range": size.initializer_range,
+        "tie_word_embeddings": True,
+    }
+
+
+def _mrope(size: TinySize, **extra) -> dict[str, Any]:
+    section = mrope_section(size.hidden_size // size.heads)
+    return {"rope_type": "default", "rope_theta": 1e6, "mrope_section": section, **extra}
+
+
+def _qwen2_5_omni(tokenizer, text_config: Qwen2Config, size: TinySize):
+    parts = _omni_parts(QWEN2_5_OMNI, tokenizer, size)
+    parts["vision_config"]["fullatt_block_indexes"] = [0]
+    for name in ("audio", "image", "video"):  # this config names them *_token_index
+        parts[f"{name}_token_index"] = parts.pop(f"{name}_token_id")
+    text = text_config.to_dict() | {"rope_parameters": _mrope(size)}
+    config = Qwen2_5OmniThinkerConfig(text_config=text, **parts)
     template = SpeechChatTemplate(
-        QWEN2_5_OMNI, tokenizer, _feature_extractor(size), OMNI_CHAT_TEMPLATE
+        QWEN2_5_OMNI, tokenizer, _feature_extractor(size), omni_chat_template(QWEN2_5_OMNI)
     )
     return Qwen2_5OmniThinkerForConditionalGeneration(config), template
+
+
+def _qwen3_omni_moe(tokenizer, text_config: Qwen2Config, size: TinySize):
+    """Qwen3-Omni's thinker: a mixture-of-experts decoder (4 experts, 2 per token, here),
+    interleaved multimodal RoPE, a tower of three 2-D convs over 1-second chunks."""
+    parts = _omni_parts(QWEN3_OMNI_MOE, tokenizer, size)
+    parts["audio_config"] |= {"downsample_hidden_size": 16, "n_window_infer": 400}
+    parts["vision_config"] |= {"deepstack_visual_indexes": [0], "patch_size": 16}
+    text = text_config.to_dict() | {
+        "rope_parameters": _mrope(size, interleaved=True),
+        "num_experts": 4,
+        "num_experts_per_tok": 2,
+        "moe_intermediate_size": size.intermediate_size // 2,
+        "head_dim": size.hidden_size // size.heads,
+    }
+    config = Qwen3OmniMoeThinkerConfig(text_config=text, **parts)
+    template = SpeechChatTemplate(
+        QWEN3_OMNI_MOE, tokenizer, _feature_extractor(size), omni_chat_template(QWEN3_OMNI_MOE)
+    )
+    return Qwen3OmniMoeThinkerForConditionalGeneration(config), template
 
 
 def build_tiny_grm(
