@@ -60,7 +60,7 @@ def generate_then_parse(grm: GenerativeRewardModel, items, tokens: int, batch: i
         out = grm.model.generate(
             input_ids=ids,
             attention_mask=mask,
-            **audio_batch(chunk),
+            **audio_batch(chunk, grm.encoder.feature_mask_key),
             max_new_tokens=tokens,
             min_new_tokens=tokens,
             do_sample=False,
@@ -79,7 +79,9 @@ def seq_cls_floor(grm: GenerativeRewardModel, items, batch: int) -> torch.Tensor
     prompts = [grm.encoder.encode(item, order) for item in items for order in Order]
     scores = []
     for start in range(0, len(prompts), batch):
-        inputs = collate_full(prompts[start : start + batch], grm.tokenizer.pad_token_id)
+        inputs = collate_full(
+            prompts[start : start + batch], grm.tokenizer.pad_token_id, grm.encoder.feature_mask_key
+        )
         last = inputs.pop("verdict_index")
         inputs.pop("labels")
         hidden = backbone(**inputs).last_hidden_state  # (B, T, H)

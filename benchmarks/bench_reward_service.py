@@ -129,7 +129,7 @@ def run_audio_floor(world) -> tuple[float, list[float]]:
     @torch.no_grad()
     def score(items):
         prompts = [grm.encoder.encode(item, Order.POLICY_FIRST) for item in items]
-        batch = grm._to_device(collate_full(prompts, pad))
+        batch = grm._to_device(collate_full(prompts, pad, grm.encoder.feature_mask_key))
         return verdict_logits(grm.model, batch, head)[0]
 
     return timed_batches(score, judge_items(reward, world["requests"]))

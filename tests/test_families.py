@@ -122,6 +122,31 @@ def test_batched_reasoning_on_the_generation_cache_equals_one_at_a_time(backbone
     np.testing.assert_allclose(batched.probs, single.probs, atol=1e-4)
 
 
+def test_clips_become_what_the_familys_own_processor_makes(backbone, data):
+    """Where rewardlab reads a family's processor as is (Qwen2-Audio, Audio Flamingo 3), the
+    encoder's ids (placeholders expanded) and features are the processor's own; the Omni
+    thinkers' processors need torchvision, so their token counts are checked against their
+    towers instead (tests/test_backbone_info.py)."""
+    from rewardlab.audio import load_ref
+
+    grm = grm_of(backbone, data)
+    if grm.family.processor_class is None:
+        pytest.skip("read through SpeechChatTemplate, or a text backbone")
+    item = data.examples[0].item
+    if grm.family.name == "audioflamingo3":  # its processor takes one clip per text: 1 turn
+        first = item.dialogue.model_copy(update={"turns": item.dialogue.turns[:1]})
+        item = replace(item, dialogue=first, task=item.task.model_copy(update={"turn_index": 0}))
+    encoded = grm.encoder.encode(item, "policy_first")
+    history, _, _ = grm.format.render(
+        grm.template, item.dialogue, item.task, item.rubric, "policy_first", audio=True
+    )
+    clips = [load_ref(data.media_root, ref).samples for ref in item.dialogue.audio_refs()]
+    reference = grm.template(text=history, audio=clips, return_tensors="pt")
+    assert encoded.history_ids == reference["input_ids"][0].tolist()
+    features = np.stack(encoded.features).astype(np.float32)
+    assert np.abs(features - reference["input_features"].numpy()).max() < 1e-2  # float16 cache
+
+
 def test_silence_changes_the_verdict(backbone, data):
     if backbone[0] == "text":
         pytest.skip("a text backbone reads transcripts, no audio")
@@ -263,7 +288,7 @@ def test_policy_embeddings_are_the_models_own_audio_placement(policy_world, tmp_
             input_ids=batch.input_ids,
             attention_mask=mask,
             input_features=batch.clips.features,
-            feature_attention_mask=batch.clips.feature_mask,
+            **{family_of(policy.base).feature_mask_key: batch.clips.feature_mask},
             position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
         ).logits
     torch.testing.assert_close(mine[mask.bool()], own[mask.bool()], atol=1e-5, rtol=1e-5)

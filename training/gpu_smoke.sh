@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bash training/gpu_smoke.sh [FAMILY]      (on a machine with one CUDA GPU)
 # FAMILY: qwen2_audio (default, Qwen2-Audio-7B sizes) or qwen2_5_omni (Qwen2.5-Omni-7B thinker
-# sizes). A real-size backbone with random weights, built from its config on the GPU, in bf16
+# sizes); qwen3_omni_moe runs with SIZE=tiny only (the tiny builder's 4 experts are not its 128). A real-size backbone with random weights, built from its config on the GPU, in bf16
 # with LoRA on the language model: one judge batch (both orders), 3 GRM training steps, then 1
 # PPO update of a same-sized LoRA policy against that judge. Prints judgments/s, training
 # tokens/s, PPO seconds by phase, and peak GPU memory for each.
@@ -50,6 +50,8 @@ SIZES = {
                              audio_layers=32, audio_heads=20, audio_ffn=5120, chunk_length=30,
                              hop_length=160, max_positions=8192),
 }
+if size_name == "real" and family not in SIZES:
+    sys.exit(f"gpu_smoke.sh: real sizes for {', '.join(SIZES)}; {family} runs with SIZE=tiny")
 size = SIZES[family] if size_name == "real" else TinySize(vocab_size=1024, hidden_size=64,
                                                           layers=2, heads=4, kv_heads=2)
 cuda = device == "cuda"

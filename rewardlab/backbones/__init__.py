@@ -7,10 +7,12 @@
 Both the GRM (`rewardlab.grm.model`) and the PPO policy (`rewardlab.rl.policy`) load through
 here, so adapter detection, LoRA set-up and the audio tower's whereabouts have one owner.
 `families` holds one small adapter per model family: what configs it answers to, which class
-loads it, where its audio tower, projector and language model sit, and how many tokens a clip
-becomes. The GRM and PPO run Qwen2-Audio and any text-only causal LM today; Qwen2.5-Omni,
-Qwen3-Omni-MoE, Voxtral and Audio Flamingo 3 are described, and `info` sizes any of them from
-its config alone (`rewardlab backbone-info`):
+loads it, where its audio tower, projector and language model sit, how many tokens a clip
+becomes, how its tower runs once, its placeholder and special tokens. The GRM and PPO run
+Qwen2-Audio, the Qwen2.5-Omni and Qwen3-Omni-MoE thinkers, Audio Flamingo 3 and any text-only
+causal LM; Voxtral is described. `speech_template` reads an Omni checkpoint's tokenizer,
+feature extractor and chat template, and `info` sizes any family from its config alone
+(`rewardlab backbone-info`):
 
     info = describe_backbone("models/Qwen2.5-Omni-7B", lora_rank=16, lora_target=regex)
 """

@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 from transformers import (
     AudioFlamingo3ForConditionalGeneration,
+    AudioFlamingo3Processor,
     AutoModelForCausalLM,
     PreTrainedModel,
     Qwen2_5OmniThinkerForConditionalGeneration,
@@ -73,6 +74,8 @@ class Family:
     # multimodal RoPE (Omni thinkers): the model keeps rope deltas from its last forward
     # and adds them when generation continues a cache (`continue_positions`)
     carries_rope_deltas: bool = False
+    # what its forward calls the clips' frame masks
+    feature_mask_key: str = "feature_attention_mask"
     # parts a judge or policy of speech never runs (an Omni thinker's vision encoder): frozen
     unused_paths: tuple[str, ...] = ()
     runs: bool = False  # the GRM and the PPO policy run it today
@@ -150,6 +153,12 @@ def _qwen2_audio_states(tower: nn.Module, features: torch.Tensor, mask: torch.Te
         config=tower.config, inputs_embeds=dummy, attention_mask=valid.long()
     )
     return tower(features, attention_mask=attention).last_hidden_state
+
+
+def _audio_flamingo_3_states(tower: nn.Module, features: torch.Tensor, mask: torch.Tensor):
+    """Audio Flamingo 3's tower runs a padded batch of whole windows and masks its attention
+    from the frame mask itself; it pools by 2."""
+    return tower(features, input_features_mask=mask.to(features.device)).last_hidden_state
 
 
 def _clips_end_to_end(features: torch.Tensor, mask: torch.Tensor):
@@ -258,8 +267,18 @@ QWEN3_OMNI_MOE = _audio_llm(
     runs=True,
 )
 VOXTRAL = _audio_llm("voxtral", VoxtralForConditionalGeneration, _voxtral_tokens)
+# Audio Flamingo 3: Whisper-large tower, two-layer projector, Qwen2 decoder; a clip is one run
+# of <sound> tokens (its processor splits a long clip into 30-second windows, run after run)
 AUDIO_FLAMINGO_3 = _audio_llm(
-    "audioflamingo3", AudioFlamingo3ForConditionalGeneration, whisper_pooled_tokens
+    "audioflamingo3",
+    AudioFlamingo3ForConditionalGeneration,
+    whisper_pooled_tokens,
+    audio_token="<sound>",
+    tower_states=_audio_flamingo_3_states,
+    processor_class=AudioFlamingo3Processor,
+    special_tokens=(("audio_token", "<sound>"),),
+    feature_mask_key="input_features_mask",
+    runs=True,
 )
 TEXT = Family("text", (), AutoModelForCausalLM, runs=True)
 # audio families, tried before the TEXT fallback

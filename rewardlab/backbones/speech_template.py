@@ -22,14 +22,14 @@ from transformers import AutoTokenizer, WhisperFeatureExtractor
 from rewardlab.backbones.families import Family
 
 
-def omni_chat_template(family: Family) -> str:
-    """An Omni thinker's chat template, audio and text: each clip is its family's audio
-    placeholder between audio start and end tokens in its user turn (Qwen2.5-Omni:
-    <|audio_bos|><|AUDIO|><|audio_eos|>; Qwen3-Omni: <|audio_start|><|audio_pad|><|audio_end|>),
-    and the default system prompt only when none is given. For tiny builds: a real checkpoint
-    brings its own."""
+def audio_chat_template(family: Family) -> str:
+    """A ChatML chat template, audio and text, that puts each clip where the family's own
+    template does: its audio placeholder, between audio start and end tokens where the family
+    has them (Qwen2.5-Omni: <|audio_bos|><|AUDIO|><|audio_eos|>; Qwen3-Omni:
+    <|audio_start|><|audio_pad|><|audio_end|>; Audio Flamingo 3: <sound>), and the default
+    system prompt only when none is given. For tiny builds: a real checkpoint brings its own."""
     named = dict(family.special_tokens)
-    clip = named["audio_bos_token"] + named["audio_token"] + named["audio_eos_token"]
+    clip = named.get("audio_bos_token", "") + family.audio_token + named.get("audio_eos_token", "")
     return (
         "{% for message in messages %}"
         "{% if loop.first and message['role'] != 'system' %}"

@@ -188,7 +188,9 @@ class GRMCollator:
                 critique = swap_response_labels(critique)
             prompts.append(self.encode(example, order, critique, last_turns))
             targets.append(shown_target(example.target, order))
-        batch = collate_full(prompts, self.encoder.tokenizer.pad_token_id)
+        batch = collate_full(
+            prompts, self.encoder.tokenizer.pad_token_id, self.encoder.feature_mask_key
+        )
         batch["target"] = torch.from_numpy(np.stack(targets)).float()  # (B, 2K+1)
         batch["reference_first"] = torch.tensor([o == Order.REFERENCE_FIRST for o in shown])
         batch["partner"] = order_partners([id(row[0]) for row in rows], shown)

@@ -225,7 +225,9 @@ class PromptEncoder:
         cache_clips: int = 8192,
     ):
         self.template, self.format, self.max_tokens = template, fmt, max_tokens
-        self.is_audio = family_of_template(template).is_audio
+        family = family_of_template(template)
+        self.is_audio = family.is_audio
+        self.feature_mask_key = family.feature_mask_key  # the forward's name for frame masks
         self.tokenizer = template.tokenizer if self.is_audio else template
         self._lock = threading.Lock()  # the reward service encodes from two threads
         self.media_root = Path(media_root) if media_root else None
@@ -347,8 +349,11 @@ def pad_rows(rows: list[list[int]], value: int) -> torch.Tensor:
     return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
-def audio_batch(prompts: list[EncodedPrompt]) -> dict[str, torch.Tensor]:
-    """Stacked clip features of all prompts, in order: (n_clips, mel, frames) and masks."""
+def audio_batch(
+    prompts: list[EncodedPrompt], mask_key: str = "feature_attention_mask"
+) -> dict[str, torch.Tensor]:
+    """Stacked clip features of all prompts, in order: (n_clips, mel, frames), and their frame
+    masks under the name the family's forward takes (`PromptEncoder.feature_mask_key`)."""
     features = [f for p in prompts for f in p.features]
     if not features:
         return {}
@@ -357,11 +362,13 @@ def audio_batch(prompts: list[EncodedPrompt]) -> dict[str, torch.Tensor]:
     mask = torch.arange(frames)[None, :] < torch.tensor(lengths)[:, None]  # (N, F)
     return {
         "input_features": torch.from_numpy(np.stack(features)).float(),
-        "feature_attention_mask": mask.long(),
+        mask_key: mask.long(),
     }
 
 
-def collate_full(prompts: list[EncodedPrompt], pad_id: int) -> dict[str, torch.Tensor]:
+def collate_full(
+    prompts: list[EncodedPrompt], pad_id: int, mask_key: str = "feature_attention_mask"
+) -> dict[str, torch.Tensor]:
     """History + pair as one right-padded sequence; `verdict_index` = the last real token.
 
     ``labels`` (-100 outside critiques) carry the LM loss on critique tokens.
@@ -380,5 +387,5 @@ def collate_full(prompts: list[EncodedPrompt], pad_id: int) -> dict[str, torch.T
         "attention_mask": attention_mask,
         "verdict_index": lengths - 1,
         "labels": labels,
-        **audio_batch(prompts),
+        **audio_batch(prompts, mask_key),
     }

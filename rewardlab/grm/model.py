@@ -221,6 +221,9 @@ class GenerativeRewardModel:
             critiques if mode == "reasoning" else None,
         )
 
+    def _audio(self, prompts: list[EncodedPrompt]) -> dict[str, torch.Tensor]:
+        return audio_batch(prompts, self.encoder.feature_mask_key)
+
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         dtype = next(self.model.parameters()).dtype
         return {
@@ -276,7 +279,7 @@ class GenerativeRewardModel:
         history_len = torch.tensor([len(h.history_ids) for h in histories])  # (H,)
         history_mask = (torch.arange(history_ids.shape[1])[None] < history_len[:, None]).long()
         batch = self._to_device(
-            {"input_ids": history_ids, "attention_mask": history_mask, **audio_batch(histories)}
+            {"input_ids": history_ids, "attention_mask": history_mask, **self._audio(histories)}
         )
         cache = self.model(**batch, use_cache=True).cache
         select = torch.tensor([owner[key] for key in keys])  # (N,): each prompt's history row
@@ -284,7 +287,9 @@ class GenerativeRewardModel:
         return cache, history_mask[select], history_len[select]
 
     def _full_forward(self, prompts: list[EncodedPrompt]) -> torch.Tensor:
-        batch = self._to_device(collate_full(prompts, self.tokenizer.pad_token_id))
+        batch = self._to_device(
+            collate_full(prompts, self.tokenizer.pad_token_id, self.encoder.feature_mask_key)
+        )
         logits, _ = verdict_logits(self.model, batch, self.verdict_ids.to(self.device))
         return logits
 
@@ -329,7 +334,7 @@ class GenerativeRewardModel:
     def _generate_critique(self, prompt: EncodedPrompt, max_new_tokens: int) -> str:
         ids = prompt.history_ids + self._before_marker(prompt)
         batch = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids))}
-        batch = self._to_device({**batch, **audio_batch([prompt])})
+        batch = self._to_device({**batch, **self._audio([prompt])})
         out = self.model.generate(**batch, **self._greedy(max_new_tokens))
         text = self.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
         return critique_text(text, self.format.verdict_marker)

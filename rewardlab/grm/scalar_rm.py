@@ -85,7 +85,7 @@ def reply_batch(
     right-padded, ``last_index`` the last real token of each."""
     prompts = [encoder.encode(item, Order.POLICY_FIRST, audio=audio, reply=reply)
                for item in items for reply in REPLIES]  # fmt: skip
-    batch = collate_full(prompts, encoder.tokenizer.pad_token_id)
+    batch = collate_full(prompts, encoder.tokenizer.pad_token_id, encoder.feature_mask_key)
     batch["last_index"] = batch.pop("verdict_index")
     del batch["labels"]  # no LM loss
     return batch

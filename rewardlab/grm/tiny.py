@@ -16,6 +16,8 @@ tokens. Each family is built as its checkpoints are laid out, with a short audio
   audio never runs), read through `SpeechChatTemplate` with Qwen2.5-Omni's chat template;
 - ``qwen3_omni_moe``: a `Qwen3OmniMoeThinkerForConditionalGeneration` (a mixture-of-experts
   decoder, interleaved multimodal RoPE, a tower of 2-D convs), read the same way;
+- ``audioflamingo3``: an `AudioFlamingo3ForConditionalGeneration` (Whisper tower, two-layer
+  projector, Qwen2 decoder) and its processor, each clip one run of ``<sound>`` tokens;
 - ``text``: a `Qwen2ForCausalLM` that reads transcripts.
 
 Weights are random: the point is a real architecture small enough to train on a CPU in minutes.
@@ -32,6 +34,9 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
+    AudioFlamingo3Config,
+    AudioFlamingo3ForConditionalGeneration,
+    AudioFlamingo3Processor,
     Qwen2_5OmniThinkerConfig,
     Qwen2_5OmniThinkerForConditionalGeneration,
     Qwen2AudioConfig,
@@ -46,6 +51,7 @@ from transformers import (
 )
 
 from rewardlab.backbones.families import (
+    AUDIO_FLAMINGO_3,
     FAMILIES,
     QWEN2_5_OMNI,
     QWEN2_AUDIO,
@@ -53,7 +59,7 @@ from rewardlab.backbones.families import (
     TEXT,
     Family,
 )
-from rewardlab.backbones.speech_template import SpeechChatTemplate, omni_chat_template
+from rewardlab.backbones.speech_template import SpeechChatTemplate, audio_chat_template
 
 FAMILY_BY_NAME = {family.name: family for family in FAMILIES}
 SPECIAL_TOKENS = [
@@ -168,6 +174,7 @@ def build_tiny_backbone(
     processor/tokenizer to `out`."""
     builders = {
         "qwen2_audio": _qwen2_audio,
+        "audioflamingo3": _audio_flamingo_3,
         "qwen2_5_omni": _qwen2_5_omni,
         "qwen3_omni_moe": _qwen3_omni_moe,
     }
@@ -242,6 +249,30 @@ def _qwen2_audio(tokenizer, text_config: Qwen2Config, size: TinySize):
     return Qwen2AudioForConditionalGeneration(config), processor
 
 
+def _audio_flamingo_3(tokenizer, text_config: Qwen2Config, size: TinySize):
+    config = AudioFlamingo3Config(
+        audio_config={
+            "model_type": "audioflamingo3_encoder",
+            "num_mel_bins": size.mel_bins,
+            "hidden_size": size.audio_d_model,
+            "num_hidden_layers": size.audio_layers,
+            "num_attention_heads": size.audio_heads,
+            "intermediate_size": size.audio_ffn,
+            # like Qwen2-Audio's, the encoder wants exactly 2 * max_source_positions frames
+            "max_source_positions": _window_frames(size) // 2,
+        },
+        text_config=text_config.to_dict(),
+        audio_token_id=tokenizer.convert_tokens_to_ids(AUDIO_FLAMINGO_3.audio_token),
+    )
+    processor = AudioFlamingo3Processor(
+        feature_extractor=_feature_extractor(size),
+        tokenizer=tokenizer,
+        chat_template=audio_chat_template(AUDIO_FLAMINGO_3),
+        audio_token=AUDIO_FLAMINGO_3.audio_token,
+    )
+    return AudioFlamingo3ForConditionalGeneration(config), processor
+
+
 def mrope_section(head_dim: int) -> list[int]:
     """Qwen2.5-Omni's split of the rotary frequencies over (time, height, width), 1 : 1.5 :
     1.5 as in its checkpoints ([16, 24, 24] at head_dim 128); the parts sum to head_dim / 2."""
@@ -301,7 +332,7 @@ def _qwen2_5_omni(tokenizer, text_config: Qwen2Config, size: TinySize):
     text = text_config.to_dict() | {"rope_parameters": _mrope(size)}
     config = Qwen2_5OmniThinkerConfig(text_config=text, **parts)
     template = SpeechChatTemplate(
-        QWEN2_5_OMNI, tokenizer, _feature_extractor(size), omni_chat_template(QWEN2_5_OMNI)
+        QWEN2_5_OMNI, tokenizer, _feature_extractor(size), audio_chat_template(QWEN2_5_OMNI)
     )
     return Qwen2_5OmniThinkerForConditionalGeneration(config), template
 
@@ -321,7 +352,7 @@ def _qwen3_omni_moe(tokenizer, text_config: Qwen2Config, size: TinySize):
     }
     config = Qwen3OmniMoeThinkerConfig(text_config=text, **parts)
     template = SpeechChatTemplate(
-        QWEN3_OMNI_MOE, tokenizer, _feature_extractor(size), omni_chat_template(QWEN3_OMNI_MOE)
+        QWEN3_OMNI_MOE, tokenizer, _feature_extractor(size), audio_chat_template(QWEN3_OMNI_MOE)
     )
     return Qwen3OmniMoeThinkerForConditionalGeneration(config), template
 
