@@ -229,18 +229,24 @@ def _window_frames(size: TinySize) -> int:
     return size.chunk_length * 16000 // size.hop_length
 
 
+def _whisper_tower(model_type: str, size: TinySize) -> dict[str, Any]:
+    """A Whisper-style audio tower's config (Qwen2-Audio's, Audio Flamingo 3's), in Whisper's
+    names, which both configs take."""
+    return {
+        "model_type": model_type,
+        "num_mel_bins": size.mel_bins,
+        "d_model": size.audio_d_model,
+        "encoder_layers": size.audio_layers,
+        "encoder_attention_heads": size.audio_heads,
+        "encoder_ffn_dim": size.audio_ffn,
+        # the encoder wants exactly 2 * max_source_positions frames (conv stride 2)
+        "max_source_positions": _window_frames(size) // 2,
+    }
+
+
 def _qwen2_audio(tokenizer, text_config: Qwen2Config, size: TinySize):
     config = Qwen2AudioConfig(
-        audio_config={
-            "model_type": "qwen2_audio_encoder",
-            "num_mel_bins": size.mel_bins,
-            "d_model": size.audio_d_model,
-            "encoder_layers": size.audio_layers,
-            "encoder_attention_heads": size.audio_heads,
-            "encoder_ffn_dim": size.audio_ffn,
-            # the encoder wants exactly 2 * max_source_positions frames (conv stride 2)
-            "max_source_positions": _window_frames(size) // 2,
-        },
+        audio_config=_whisper_tower("qwen2_audio_encoder", size),
         text_config=text_config.to_dict(),
         audio_token_id=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
         initializer_range=size.initializer_range,  # the projector; the audio tower keeps 0.02
@@ -251,16 +257,7 @@ def _qwen2_audio(tokenizer, text_config: Qwen2Config, size: TinySize):
 
 def _audio_flamingo_3(tokenizer, text_config: Qwen2Config, size: TinySize):
     config = AudioFlamingo3Config(
-        audio_config={
-            "model_type": "audioflamingo3_encoder",
-            "num_mel_bins": size.mel_bins,
-            "hidden_size": size.audio_d_model,
-            "num_hidden_layers": size.audio_layers,
-            "num_attention_heads": size.audio_heads,
-            "intermediate_size": size.audio_ffn,
-            # like Qwen2-Audio's, the encoder wants exactly 2 * max_source_positions frames
-            "max_source_positions": _window_frames(size) // 2,
-        },
+        audio_config=_whisper_tower("audioflamingo3_encoder", size),
         text_config=text_config.to_dict(),
         audio_token_id=tokenizer.convert_tokens_to_ids(AUDIO_FLAMINGO_3.audio_token),
     )
