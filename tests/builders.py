@@ -86,3 +86,26 @@ def colour_share(png: Path, colour: str, columns: tuple[float, float] = (0.0, 1.
     band = pixels[:, int(columns[0] * width) : int(columns[1] * width)]
     rgb = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)]) / 255
     return float((np.abs(band - rgb).max(axis=-1) < 0.02).mean())
+
+
+def ppo_trainer(world: dict, args):
+    """An `AudioPPOTrainer` from the recipe's own pieces: its policy (resumed, LoRA, reference)
+    from `args`, the GRM at ``world["grm"]`` as the reward, ``world["project"]``'s prompts split
+    as in the recipe."""
+    from rewardlab.rl.grm_reward import GRMReward
+    from rewardlab.rl.ppo_recipe import build_policy
+    from rewardlab.rl.ppo_trainer import AudioPPOTrainer
+    from rewardlab.rl.prompt_split import load_prompts
+    from rewardlab.rl.rewards import GRMPromptReward
+
+    split = load_prompts(world["project"], 0.25, 0)
+    policy, template = build_policy(args)
+    reward = GRMReward.from_checkpoint(world["grm"], project=world["project"])
+    return AudioPPOTrainer(
+        args,
+        policy=policy,
+        reward=GRMPromptReward(reward),
+        train_prompts=split.train,
+        processing_class=template,
+        media_root=split.media_root,
+    )

@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from builders import TINY_GRM_SIZE
+from builders import TINY_GRM_SIZE, ppo_trainer
 from peft import LoraConfig
 
 from rewardlab.backbones import family_of, family_of_path, load_backbone
+from rewardlab.cli import main as cli
 from rewardlab.commands.options import TINY_FAMILIES
 from rewardlab.grm.examples import load_examples
 from rewardlab.grm.grm_config import GRMConfig
@@ -29,13 +30,8 @@ from rewardlab.grm.judge_format import JudgeFormat
 from rewardlab.grm.model import GenerativeRewardModel
 from rewardlab.grm.tiny import build_tiny_backbone, corpus_texts
 from rewardlab.reward import RewardMapper
-from rewardlab.rl.grm_reward import GRMReward
 from rewardlab.rl.ppo_config import AudioPPOConfig
 from rewardlab.rl.ppo_math import response_mask
-from rewardlab.rl.ppo_recipe import build_policy
-from rewardlab.rl.ppo_trainer import AudioPPOTrainer
-from rewardlab.rl.prompt_split import load_prompts
-from rewardlab.rl.rewards import GRMPromptReward
 from rewardlab.rl.rollout import response_logprobs
 from rewardlab.rl.warm_start import build_tiny_policy
 
@@ -94,6 +90,30 @@ def test_the_family_is_read_from_the_saved_config(backbone):
     family = family_of_path(path)
     assert family.name == name and family.runs
     assert family_of(load_backbone(path)) is family
+
+
+def test_cli_builds_each_family(project, tmp_path):
+    for family in AUDIO_FAMILIES:
+        out = tmp_path / family
+        args = ["--project", str(project), "--out", str(out), "--family", family]
+        assert cli(["tiny-grm", *args, "--hidden", "32", "--layers", "1"]) == 0
+        assert family_of_path(out).name == family
+    policy = tmp_path / "policy"
+    assert cli(["tiny-policy", "--project", str(project), "--out", str(policy), "--steps", "2",
+                "--family", "qwen3_omni_moe", "--hidden", "32", "--layers", "1"]) == 0  # fmt: skip
+    assert family_of_path(policy).name == "qwen3_omni_moe"
+    with pytest.raises(SystemExit):  # not a family the tiny builders know
+        cli(
+            [
+                "tiny-grm",
+                "--project",
+                str(project),
+                "--out",
+                str(tmp_path / "x"),
+                "--family",
+                "voxtral",
+            ]
+        )
 
 
 def test_verdict_tokens_are_single_tokens(backbone, data):
@@ -261,24 +281,10 @@ def ppo_config(tmp_path, world, **changes) -> AudioPPOConfig:
     return AudioPPOConfig(**(values | changes))
 
 
-def trainer_for(world, args: AudioPPOConfig) -> AudioPPOTrainer:
-    split = load_prompts(world["project"], 0.25, 0)
-    policy, template = build_policy(args)
-    reward = GRMReward.from_checkpoint(world["grm"], project=world["project"])
-    return AudioPPOTrainer(
-        args,
-        policy=policy,
-        reward=GRMPromptReward(reward),
-        train_prompts=split.train,
-        processing_class=template,
-        media_root=split.media_root,
-    )
-
-
 def test_policy_embeddings_are_the_models_own_audio_placement(policy_world, tmp_path):
     """The policy builds its input embeddings itself (tower once, projector, placeholders
     filled): its logits are the family model's own forward with the raw features."""
-    trainer = trainer_for(policy_world, ppo_config(tmp_path, policy_world))
+    trainer = ppo_trainer(policy_world, ppo_config(tmp_path, policy_world))
     policy, collector = trainer.policy, trainer.collector
     batch = collector.encode(trainer.train_prompts[:3])
     mask = batch.attention_mask
@@ -297,7 +303,7 @@ def test_policy_embeddings_are_the_models_own_audio_placement(policy_world, tmp_
 def test_one_update_cached_tower_equals_re_encoding_and_audio_is_never_sampled(
     policy_world, tmp_path
 ):
-    trainer = trainer_for(policy_world, ppo_config(tmp_path, policy_world))
+    trainer = ppo_trainer(policy_world, ppo_config(tmp_path, policy_world))
     before = params(trainer.policy)
     trainer.train()
     moved = {n for n, p in trainer.policy.named_parameters() if not torch.equal(p, before[n])}
@@ -338,10 +344,10 @@ def test_one_update_cached_tower_equals_re_encoding_and_audio_is_never_sampled(
 
 def test_resume_equals_the_straight_run(policy_world, tmp_path):
     changes = {"max_steps": 2, "save_strategy": "steps", "save_steps": 1}
-    straight = trainer_for(policy_world, ppo_config(tmp_path / "a", policy_world, **changes))
+    straight = ppo_trainer(policy_world, ppo_config(tmp_path / "a", policy_world, **changes))
     straight.train()
     checkpoint = tmp_path / "a" / "run" / "checkpoint-1"
-    resumed = trainer_for(
+    resumed = ppo_trainer(
         policy_world,
         ppo_config(
             tmp_path / "b", policy_world, max_steps=2, resume_from_checkpoint=str(checkpoint)

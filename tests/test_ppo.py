@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from builders import TINY_GRM_SIZE
+from builders import TINY_GRM_SIZE, ppo_trainer
 
 from rewardlab.cli import main
 from rewardlab.grm.examples import load_examples
@@ -26,7 +26,6 @@ from rewardlab.rl.grm_reward import GRMReward
 from rewardlab.rl.policy import load_policy
 from rewardlab.rl.ppo_config import AudioPPOConfig
 from rewardlab.rl.ppo_math import response_mask
-from rewardlab.rl.ppo_recipe import build_policy
 from rewardlab.rl.ppo_trainer import AudioPPOTrainer
 from rewardlab.rl.prompt_split import load_prompts
 from rewardlab.rl.rewards import GRMPromptReward
@@ -69,22 +68,6 @@ def config(tmp_path, world=None, **changes) -> AudioPPOConfig:
     return AudioPPOConfig(**(values | changes))
 
 
-def trainer_for(world, args: AudioPPOConfig) -> AudioPPOTrainer:
-    """The recipe's own pieces: its policy (resumed, LoRA, reference) from `args`, the GRM
-    reward, the prompts split as in the recipe."""
-    split = load_prompts(world["project"], 0.25, 0)
-    policy, template = build_policy(args)
-    reward = GRMReward.from_checkpoint(world["grm"], project=world["project"])
-    return AudioPPOTrainer(
-        args,
-        policy=policy,
-        reward=GRMPromptReward(reward),
-        train_prompts=split.train,
-        processing_class=template,
-        media_root=split.media_root,
-    )
-
-
 def rollout_of(trainer: AudioPPOTrainer, rows: int = 6):
     prompts = trainer.train_prompts[:rows]
     generator = torch.Generator().manual_seed(0)
@@ -98,7 +81,7 @@ def test_warm_start_teaches_the_reply_format(world):
 
 def test_micro_batches_give_the_log_probs_of_the_whole_batch(world, tmp_path):
     """Rows taken out of order, two at a time: every row keeps its own clips."""
-    trainer = trainer_for(world, config(tmp_path, world))
+    trainer = ppo_trainer(world, config(tmp_path, world))
     rollout = rollout_of(trainer)
     assert rollout.clips is not None and len(rollout.clips) > len(rollout.prompts)
     policy = trainer.policy
@@ -114,7 +97,7 @@ def test_micro_batches_give_the_log_probs_of_the_whole_batch(world, tmp_path):
 
 
 def test_cached_audio_states_give_the_passes_of_re_encoding(world, tmp_path):
-    trainer = trainer_for(world, config(tmp_path, world))
+    trainer = ppo_trainer(world, config(tmp_path, world))
     rollout = rollout_of(trainer)
     assert rollout.clips.states is not None  # the frozen tower ran once, at rollout time
     raw = replace(rollout.clips, states=None)
@@ -131,7 +114,7 @@ def test_cached_audio_states_give_the_passes_of_re_encoding(world, tmp_path):
 
 
 def test_audio_special_tokens_are_never_sampled(world, tmp_path):
-    trainer = trainer_for(world, config(tmp_path, world))
+    trainer = ppo_trainer(world, config(tmp_path, world))
     policy, collector = trainer.policy, trainer.collector
     suppressed = collector.suppress_ids
     assert set(suppressed) >= {collector.encoder.audio_token_id}
@@ -157,7 +140,7 @@ def test_audio_special_tokens_are_never_sampled(world, tmp_path):
 
 def test_replies_without_separator_or_eos_pay_their_penalties(world, tmp_path):
     args = config(tmp_path, world, missing_eos_penalty=2.0, missing_separator_penalty=0.5)
-    trainer = trainer_for(world, args)
+    trainer = ppo_trainer(world, args)
     prompts = trainer.train_prompts[:3]
     texts = [
         "<think>Recall what they told me.</think>Thanks for telling me.",
@@ -178,7 +161,7 @@ def test_replies_without_separator_or_eos_pay_their_penalties(world, tmp_path):
 
 
 def test_an_update_moves_the_policy_and_value_head_but_not_the_tower_or_reference(world, tmp_path):
-    trainer = trainer_for(world, config(tmp_path, world, max_steps=1, kl_estimator="k3"))
+    trainer = ppo_trainer(world, config(tmp_path, world, max_steps=1, kl_estimator="k3"))
     policy = trainer.policy
     before = {n: p.detach().clone() for n, p in policy.named_parameters()}
     reference = {n: p.detach().clone() for n, p in policy.reference.named_parameters()}
@@ -198,7 +181,7 @@ def test_an_update_moves_the_policy_and_value_head_but_not_the_tower_or_referenc
 
 def test_lora_policy_uses_its_disabled_adapters_as_the_reference(world, tmp_path):
     lora = {"lora_r": 4, "lora_alpha": 8, "lora_target": r".*language_model.*\.(q_proj|v_proj)"}
-    trainer = trainer_for(world, config(tmp_path, world, max_steps=2, **lora))
+    trainer = ppo_trainer(world, config(tmp_path, world, max_steps=2, **lora))
     assert trainer.policy.is_lora and trainer.policy.reference is None
     trainer.train()
     rollout = rollout_of(trainer, rows=4)
@@ -209,7 +192,7 @@ def test_lora_policy_uses_its_disabled_adapters_as_the_reference(world, tmp_path
 
 
 def test_resume_continues_the_same_run(world, tmp_path):
-    straight = trainer_for(world, config(tmp_path / "a", world, max_steps=3,
+    straight = ppo_trainer(world, config(tmp_path / "a", world, max_steps=3,
                                          save_strategy="steps", save_steps=2))  # fmt: skip
     straight.train()
     checkpoint = tmp_path / "a" / "run" / "checkpoint-2"
@@ -217,7 +200,7 @@ def test_resume_continues_the_same_run(world, tmp_path):
     assert not list((tmp_path / "a" / "run").glob("*.partial"))
     # the GRM's running normalisation saw 2 updates x 8 rollouts when checkpoint-2 was written
     assert json.loads((checkpoint / REWARD_FILE).read_text())["mapper"]["count"] == 16
-    resumed = trainer_for(
+    resumed = ppo_trainer(
         world, config(tmp_path / "b", world, max_steps=3, resume_from_checkpoint=str(checkpoint))
     )
     resumed.train(resume_from_checkpoint=checkpoint)
@@ -234,7 +217,7 @@ def test_resume_continues_the_same_run(world, tmp_path):
     untimed = [{k: v for k, v in log.items() if not k.startswith("time/")} for log in last]
     assert untimed[0] == pytest.approx(untimed[1])
     # logged every 3 updates, the one entry is the mean of the straight run's three
-    averaged = trainer_for(world, config(tmp_path / "c", world, max_steps=3, logging_steps=3))
+    averaged = ppo_trainer(world, config(tmp_path / "c", world, max_steps=3, logging_steps=3))
     averaged.train()
     (entry,) = averaged.state.log_history
     for name in ("objective/kl", "objective/scores", "loss/value_avg", "policy/entropy_avg"):
@@ -251,7 +234,7 @@ class UnwritableReward(GRMPromptReward):
 
 def test_checkpoints_are_atomic_and_rotated(world, tmp_path):
     args = config(tmp_path, world, save_total_limit=2)
-    trainer = trainer_for(world, args)
+    trainer = ppo_trainer(world, args)
     run, out = trainer.run, tmp_path / "run"
 
     def save(step: int, reward=run.reward):
@@ -306,7 +289,7 @@ def test_config_rejects_bad_values(tmp_path):
 def test_g_rollouts_per_prompt_share_one_grm_history_each(world, tmp_path):
     """rollouts_per_prompt=4, 8 rollouts an update: 2 prompts, each sampled 4 times, and the
     reward phase runs 2 histories through the GRM, not 8."""
-    trainer = trainer_for(world, config(tmp_path, world, max_steps=1, rollouts_per_prompt=4))
+    trainer = ppo_trainer(world, config(tmp_path, world, max_steps=1, rollouts_per_prompt=4))
     grm_encoder = trainer.collector.reward.reward.grm.encoder
     assert grm_encoder.clip_features is trainer.collector.encoder.clip_features  # one cache
     seen, history_rows = [], []
@@ -335,7 +318,7 @@ def test_g_rollouts_per_prompt_share_one_grm_history_each(world, tmp_path):
 
 def test_too_few_prompts_for_a_rollout_batch_is_refused(world, tmp_path):
     with pytest.raises(ValueError, match="fewer than one rollout batch"):
-        trainer_for(world, config(tmp_path, world, per_device_train_batch_size=64))
+        ppo_trainer(world, config(tmp_path, world, per_device_train_batch_size=64))
 
 
 def test_cli_trains_and_reports_the_held_out_reward(world, tmp_path, capsys):
@@ -394,7 +377,7 @@ def test_ppo_recipes_load_and_validate():
 
 def test_one_optimizer_step_per_mini_batch_with_gradient_accumulation(world, tmp_path):
     """2 epochs x 2 mini-batches, each accumulated over 2 micro-batches: 4 optimizer steps."""
-    trainer = trainer_for(world, config(tmp_path, world, max_steps=1))
+    trainer = ppo_trainer(world, config(tmp_path, world, max_steps=1))
     trainer.train()
     steps = {int(state["step"]) for state in trainer.optimizer.state.values()}
     assert steps == {2 * 2}
