@@ -229,11 +229,10 @@ def _window_frames(size: TinySize) -> int:
     return size.chunk_length * 16000 // size.hop_length
 
 
-def _whisper_tower(model_type: str, size: TinySize) -> dict[str, Any]:
-    """A Whisper-style audio tower's config (Qwen2-Audio's, Audio Flamingo 3's), in Whisper's
-    names, which both configs take."""
+def _whisper_tower(size: TinySize, **extra: Any) -> dict[str, Any]:
+    """A Whisper-style audio tower's config in Whisper's names, which every family's tower
+    config takes (Qwen2-Audio's, Audio Flamingo 3's, the Omni thinkers'); `extra` adds to it."""
     return {
-        "model_type": model_type,
         "num_mel_bins": size.mel_bins,
         "d_model": size.audio_d_model,
         "encoder_layers": size.audio_layers,
@@ -241,12 +240,13 @@ def _whisper_tower(model_type: str, size: TinySize) -> dict[str, Any]:
         "encoder_ffn_dim": size.audio_ffn,
         # the encoder wants exactly 2 * max_source_positions frames (conv stride 2)
         "max_source_positions": _window_frames(size) // 2,
+        **extra,
     }
 
 
 def _qwen2_audio(tokenizer, text_config: Qwen2Config, size: TinySize):
     config = Qwen2AudioConfig(
-        audio_config=_whisper_tower("qwen2_audio_encoder", size),
+        audio_config=_whisper_tower(size, model_type="qwen2_audio_encoder"),
         text_config=text_config.to_dict(),
         audio_token_id=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
         initializer_range=size.initializer_range,  # the projector; the audio tower keeps 0.02
@@ -257,7 +257,7 @@ def _qwen2_audio(tokenizer, text_config: Qwen2Config, size: TinySize):
 
 def _audio_flamingo_3(tokenizer, text_config: Qwen2Config, size: TinySize):
     config = AudioFlamingo3Config(
-        audio_config=_whisper_tower("audioflamingo3_encoder", size),
+        audio_config=_whisper_tower(size, model_type="audioflamingo3_encoder"),
         text_config=text_config.to_dict(),
         audio_token_id=tokenizer.convert_tokens_to_ids(AUDIO_FLAMINGO_3.audio_token),
     )
@@ -284,18 +284,11 @@ def _omni_parts(family: Family, tokenizer, size: TinySize) -> dict[str, Any]:
     encoder that audio never runs (kept: it is the real layout), the special token ids."""
     named = {name: tokenizer.convert_tokens_to_ids(token) for name, token in family.special_tokens}
     return {
-        "audio_config": {
-            "num_mel_bins": size.mel_bins,
-            "d_model": size.audio_d_model,
-            "encoder_layers": size.audio_layers,
-            "encoder_attention_heads": size.audio_heads,
-            "encoder_ffn_dim": size.audio_ffn,
-            "max_source_positions": _window_frames(size) // 2,
-            # the tower attends within chunks of 2 * n_window frames: 2 s here (1 s in the
-            # checkpoints, at twice the frame rate)
-            "n_window": 16000 // size.hop_length,
-            "output_dim": size.hidden_size,
-        },
+        # the tower reads clips in chunks of 2 * n_window frames: 2 s here (1 s in the
+        # checkpoints, at twice the frame rate)
+        "audio_config": _whisper_tower(
+            size, n_window=16000 // size.hop_length, output_dim=size.hidden_size
+        ),
         "vision_config": {
             "depth": 1,
             "hidden_size": 16,
