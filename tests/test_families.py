@@ -246,6 +246,30 @@ def test_a_full_omni_checkpoint_loads_its_thinker_only(family, data, tmp_path):
     np.testing.assert_array_equal(whole.probs, alone.probs)
 
 
+def test_an_omni_checkpoint_is_read_with_its_processors_chat_template(data, tmp_path):
+    """A checkpoint's tokenizer may carry a text-only chat template beside the processor's
+    chat_template.json, which places the audio: the audio one is read. None at all: refused."""
+    from transformers import AutoTokenizer
+
+    from rewardlab.backbones import load_processor
+
+    texts = corpus_texts(data.examples, JudgeFormat(), data.rubrics.values())
+    path = build_tiny_backbone(tmp_path / "omni", texts, size=SMALL, family="qwen2_5_omni")
+    placing = (path / "chat_template.jinja").read_text()
+    (path / "chat_template.jinja").unlink()
+    (path / "chat_template.json").write_text(json.dumps({"chat_template": placing}))
+    config = json.loads((path / "tokenizer_config.json").read_text())
+    config["chat_template"] = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    (path / "tokenizer_config.json").write_text(json.dumps(config))
+    assert AutoTokenizer.from_pretrained(path).chat_template == config["chat_template"]
+    assert load_processor(path).chat_template == placing
+    (path / "chat_template.json").unlink()
+    del config["chat_template"]
+    (path / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(FileNotFoundError, match="no chat template"):
+        load_processor(path)
+
+
 # -- the policy -----------------------------------------------------------------------------------
 
 

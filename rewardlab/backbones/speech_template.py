@@ -57,7 +57,8 @@ class SpeechChatTemplate:
         path = Path(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
         features = WhisperFeatureExtractor.from_pretrained(path)
-        template = tokenizer.chat_template or _processor_chat_template(path)
+        # the processor's template places audio; a checkpoint's tokenizer may carry a text-only one
+        template = _processor_chat_template(path) or tokenizer.chat_template
         if not template:
             raise FileNotFoundError(
                 f"{path}: no chat template (chat_template.jinja, chat_template.json or the"
