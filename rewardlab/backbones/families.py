@@ -7,14 +7,15 @@ language-model tokens a clip becomes (`Family.audio_tokens`, from feature frames
 second). `TEXT` stands for any text-only causal LM (transcripts instead of audio): it has no
 tower.
 
-The GRM and the PPO policy run Qwen2-Audio, the Qwen2.5-Omni and Qwen3-Omni-MoE thinkers and
-text models (`Family.runs`); each family also says how to run its tower once
-(`tower_states`), which placeholder its chat template puts where a clip goes, its named special
-tokens, and whether generation on a cached history must reset rope deltas
-(`continue_positions`). Voxtral and Audio Flamingo 3 are described so that `rewardlab
-backbone-info` can size them (parameters per part, audio tokens per second, memory) from their
-config alone. A full Omni checkpoint (thinker + talker) is read as its thinker: the talker
-speaks, it never judges.
+The GRM and the PPO policy run Qwen2-Audio, the Qwen2.5-Omni and Qwen3-Omni-MoE thinkers,
+Audio Flamingo 3 and text models (`Family.runs`); each family also says how to run its tower
+once (`tower_states`), which placeholder its chat template puts where a clip goes, its named
+special tokens, what its forward calls the frame masks, and whether generation on a cached
+history must reset rope deltas (`continue_positions`). Voxtral is described so that `rewardlab
+backbone-info` can size it (parameters per part, audio tokens per second, memory) from its
+config alone; its Tekken tokenizer renders chats straight to ids, which the judge's
+template-text prompts do not take yet. A full Omni checkpoint (thinker + talker) is read as its
+thinker: the talker speaks, it never judges.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """A policy's warm start: supervised next-token training on a project's replies.
 
-    rewardlab tiny-policy --project demo_out --out demo_out/policy-init
+    rewardlab tiny-policy --project demo_out --out demo_out/policy-init [--family F]
 
 A fresh (random-init) policy cannot write "trace, separator, reply, EOS", so PPO would have
-nothing to reward. `build_tiny_policy` builds a tiny Qwen2-Audio (`rewardlab.grm.tiny`) and
-teaches it that shape on the replies of the project's training split (the GRM's split:
-held-out dialogues stay unseen), each after one of a few short reasoning traces.
+nothing to reward. `build_tiny_policy` builds a tiny audio LLM of any family that
+`rewardlab.grm.tiny` builds (Qwen2-Audio by default) and teaches it that shape on the replies
+of the project's training split (the GRM's split: held-out dialogues stay unseen), each after
+one of a few short reasoning traces.
 """
 
 from __future__ import annotations
