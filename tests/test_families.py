@@ -63,7 +63,8 @@ def grm_of(backbone, data, **kwargs) -> GenerativeRewardModel:
     return GenerativeRewardModel.load(backbone[1], media_root=data.media_root, **kwargs)
 
 
-def grm_config(tmp_path, **overrides) -> GRMConfig:
+def grm_config(tmp_path, config_class=GRMConfig, **overrides):
+    """3 short CPU steps of `config_class` (GRMConfig, or RMConfig for the scalar RM)."""
     values = dict(
         output_dir=str(tmp_path / "run"),
         max_steps=3,
@@ -75,7 +76,7 @@ def grm_config(tmp_path, **overrides) -> GRMConfig:
         disable_tqdm=True,
         seed=0,
     )
-    return GRMConfig(**(values | overrides))
+    return config_class(**(values | overrides))
 
 
 def params(model) -> dict[str, torch.Tensor]:
@@ -212,6 +213,26 @@ def test_full_checkpoint_round_trip_gives_identical_scores(backbone, data, tmp_p
     reloaded = GenerativeRewardModel.load(grm.save(tmp_path / "final"), media_root=data.media_root)
     items = [e.item for e in data.examples[:4]]
     np.testing.assert_array_equal(reloaded.judge(items).probs, grm.judge(items).probs)
+
+
+def test_the_scalar_rm_trains_on_every_family_and_hears_its_audio(backbone, data, tmp_path):
+    """The scalar reward model baseline (a score head on the same backbone) goes through the
+    same layer: a few Bradley-Terry steps move its head and every trainable weight, and for
+    an audio family silence changes its rewards."""
+    from rewardlab.grm.rm_config import RMConfig
+    from rewardlab.grm.rm_trainer import RMTrainer
+    from rewardlab.grm.scalar_rm import ScalarRewardModel
+
+    rm = ScalarRewardModel.load(backbone[1], k=data.k, media_root=data.media_root)
+    before = params(rm.net)
+    RMTrainer(rm, grm_config(tmp_path, RMConfig), data.examples[:8]).train()
+    for name, param in rm.net.named_parameters():
+        assert (not torch.equal(param, before[name])) == param.requires_grad, name
+    items = [e.item for e in data.examples[:4]]
+    heard = rm.rewards(items)
+    assert np.isfinite(heard).all()
+    if backbone[0] != "text":
+        assert np.abs(heard - rm.rewards(items, audio="silence")).max() > 1e-4
 
 
 @pytest.mark.parametrize("family", ["qwen2_5_omni", "qwen3_omni_moe"])
