@@ -14,7 +14,7 @@ causal LM; Voxtral is described. `speech_template` reads an Omni checkpoint's to
 feature extractor and chat template, and `info` sizes any family from its config alone
 (`rewardlab backbone-info`):
 
-    info = describe_backbone("models/Qwen2.5-Omni-7B", lora_rank=16, lora_target=regex)
+    info = describe_backbone("/models/Qwen2.5-Omni-7B", lora_rank=16, lora_target=regex)
 """
 
 from rewardlab.backbones.families import (

@@ -125,6 +125,14 @@ class Family:
             inner = base.model
             inner.rope_deltas = torch.zeros(rows, 1, dtype=torch.long, device=base.device)
 
+    def is_full_checkpoint(self, config: dict[str, Any]) -> bool:
+        """A full Omni checkpoint's config (thinker + talker), not the thinker's own."""
+        return self.thinker_key is not None and config.get("model_type") == self.name
+
+    def model_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The config of the model rewardlab builds: a full checkpoint's thinker's."""
+        return config[self.thinker_key] if self.is_full_checkpoint(config) else config
+
     def tokens_per_second(self) -> float:
         """Audio tokens per second of speech, over a 30-second clip."""
         if self.audio_tokens is None:
@@ -219,6 +227,11 @@ QWEN2_AUDIO = _audio_llm(
     whisper_pooled_tokens,
     tower_states=_qwen2_audio_states,
     processor_class=Qwen2AudioProcessor,
+    special_tokens=(
+        ("audio_token", "<|AUDIO|>"),
+        ("audio_bos_token", "<|audio_bos|>"),
+        ("audio_eos_token", "<|audio_eos|>"),
+    ),
     runs=True,
 )
 # the Omni thinkers: the tower ends in its own projection; a full checkpoint nests the thinker
@@ -290,6 +303,11 @@ FAMILIES: tuple[Family, ...] = (
     VOXTRAL,
     AUDIO_FLAMINGO_3,
 )
+
+
+# every family's audio and vision placeholders: a forward expects clips (or images) for each,
+# so a policy of any family, text included, must never sample one its vocabulary holds
+PLACEHOLDER_TOKENS = frozenset(token for f in FAMILIES for _, token in f.special_tokens)
 
 
 class UnknownFamilyError(ValueError):

@@ -2,7 +2,7 @@
 no memory), its parameters counted per part, its audio token rate, and the memory that training
 it with LoRA needs.
 
-    info = describe_backbone("models/Qwen2.5-Omni-7B", lora_rank=16, lora_target=regex)
+    info = describe_backbone("/models/Qwen2.5-Omni-7B", lora_rank=16, lora_target=regex)
     print(info.table())
 
 The memory figure is what weights and optimizer hold, not activations: bf16 weights for every
@@ -96,8 +96,7 @@ def build_on_meta(config: dict[str, Any], source: str = "config") -> tuple[Famil
     """The model a config describes, with every tensor on the meta device (a full Omni
     checkpoint's config builds its thinker)."""
     family = family_of_config(config, source)
-    if family.thinker_key and config.get("model_type") == family.name:
-        config = config[family.thinker_key]
+    config = family.model_config(config)
     with torch.device("meta"):
         if family is TEXT:
             built = AutoConfig.for_model(**config)
@@ -152,7 +151,7 @@ def describe_backbone(
             "routed experts are fused 3-D weights, not Linear layers: LoRA leaves them as"
             " pretrained and adapts attention, the path every token takes"
         )
-    if family.thinker_key and config.get("model_type") == family.name:
+    if family.is_full_checkpoint(config):
         notes.append("a full checkpoint: its thinker is counted, the talker is never loaded")
     if not family.runs:
         notes.append(f"the GRM and PPO run {runnable_names()} today, not {family.name}")

@@ -16,7 +16,14 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from transformers import AutoProcessor, AutoTokenizer, PreTrainedModel
 
-from rewardlab.backbones.families import family_of, family_of_path, read_config, runnable_names
+from rewardlab.backbones.families import (
+    config_path,
+    family_of,
+    family_of_config,
+    family_of_path,
+    read_config,
+    runnable_names,
+)
 from rewardlab.backbones.speech_template import SpeechChatTemplate
 
 ADAPTER_CONFIG = "adapter_config.json"  # PEFT's name for a saved adapter's config
@@ -33,18 +40,18 @@ def adapter_base(path: Path | str) -> Path | None:
 def load_backbone(path: Path | str, dtype: torch.dtype | None = None) -> PreTrainedModel:
     """The model saved at `path` (not an adapter), by its family's class; a family that the
     GRM and the PPO policy do not run yet is refused here, before anything is loaded."""
-    family = family_of_path(path)
+    config = read_config(path)
+    family = family_of_config(config, str(config_path(path)))
     if not family.runs:
         raise ValueError(
             f"{path}: a {family.name} model; the GRM and the PPO policy run {runnable_names()}"
             f" today (`rewardlab backbone-info {path}` sizes it)"
         )
     kwargs = {}
-    config = read_config(path)
-    if family.thinker_key and config.get("model_type") == family.name:
+    if family.is_full_checkpoint(config):
         # a full Omni checkpoint (thinker + talker): its thinker's weights only, never the
         # talker's (transformers maps the checkpoint's thinker.* names onto the thinker)
-        kwargs["config"] = family.model_class.config_class.from_dict(config[family.thinker_key])
+        kwargs["config"] = family.model_class.config_class.from_dict(family.model_config(config))
     model = family.model_class.from_pretrained(Path(path), dtype=dtype, **kwargs)
     for unused in family.unused_paths:
         family.part(model, unused).requires_grad_(False)

@@ -7,7 +7,7 @@ Omni checkpoint through this view instead: the same three files a real checkpoin
 (``tokenizer*``, ``preprocessor_config.json``, ``chat_template.jinja`` or
 ``chat_template.json``), the same prompt text, the same features.
 
-    template = SpeechChatTemplate.from_pretrained("models/Qwen2.5-Omni-7B", QWEN2_5_OMNI)
+    template = SpeechChatTemplate.from_pretrained("/models/Qwen2.5-Omni-7B", QWEN2_5_OMNI)
     text = template.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 """
 

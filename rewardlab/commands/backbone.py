@@ -1,6 +1,6 @@
 """`rewardlab backbone-info PATH_OR_CONFIG`: a backbone's real size without a GPU.
 
-    rewardlab backbone-info models/Qwen2.5-Omni-7B               a model folder (config.json)
+    rewardlab backbone-info /models/Qwen2.5-Omni-7B              a model folder (config.json)
     rewardlab backbone-info config.json --lora-rank 64 --json    a config file; JSON out
 
 The model is built from its config on the meta device (no weights are read), so a 30B config

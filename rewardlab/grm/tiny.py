@@ -61,7 +61,7 @@ from rewardlab.backbones.families import (
 )
 from rewardlab.backbones.speech_template import SpeechChatTemplate, audio_chat_template
 
-FAMILY_BY_NAME = {family.name: family for family in FAMILIES}
+FAMILY_BY_NAME = {family.name: family for family in FAMILIES}  # model_type -> family
 SPECIAL_TOKENS = [
     "<|endoftext|>",
     "<|im_start|>",
@@ -172,16 +172,10 @@ def build_tiny_backbone(
 ) -> Path:
     """Write a randomly initialised backbone of `family` (`text` where not `audio`) and its
     processor/tokenizer to `out`."""
-    builders = {
-        "qwen2_audio": _qwen2_audio,
-        "audioflamingo3": _audio_flamingo_3,
-        "qwen2_5_omni": _qwen2_5_omni,
-        "qwen3_omni_moe": _qwen3_omni_moe,
-    }
     name = family if audio else TEXT.name
-    if name not in builders and name != TEXT.name:
+    if name not in TINY_BUILDERS and name != TEXT.name:
         raise ValueError(
-            f"no tiny {name!r}: tiny builds exist for {', '.join([*builders, 'text'])}"
+            f"no tiny {name!r}: tiny builds exist for {', '.join([*TINY_BUILDERS, 'text'])}"
         )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -191,7 +185,7 @@ def build_tiny_backbone(
     if name == TEXT.name:
         model, template = Qwen2ForCausalLM(text_config), tokenizer
     else:
-        model, template = builders[name](tokenizer, text_config, size)
+        model, template = TINY_BUILDERS[name](tokenizer, text_config, size)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(out)
@@ -345,6 +339,16 @@ def _qwen3_omni_moe(tokenizer, text_config: Qwen2Config, size: TinySize):
         QWEN3_OMNI_MOE, tokenizer, _feature_extractor(size), audio_chat_template(QWEN3_OMNI_MOE)
     )
     return Qwen3OmniMoeThinkerForConditionalGeneration(config), template
+
+
+# family name -> (tokenizer, text config, size) -> (random-init model, processor or template);
+# the CLI's --family choices (`commands.options.TINY_FAMILIES`) are its keys
+TINY_BUILDERS = {
+    QWEN2_AUDIO.name: _qwen2_audio,
+    QWEN2_5_OMNI.name: _qwen2_5_omni,
+    QWEN3_OMNI_MOE.name: _qwen3_omni_moe,
+    AUDIO_FLAMINGO_3.name: _audio_flamingo_3,
+}
 
 
 def build_tiny_grm(

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rewardlab.backbones.families import family_of_template
+from rewardlab.backbones.families import PLACEHOLDER_TOKENS, family_of_template
 from rewardlab.grm.encoding import AudioMode, ClipFeatures, audio_token_id
 from rewardlab.grm.judge_format import JudgeInputError
 from rewardlab.rl.ppo_math import response_mask
@@ -31,8 +31,6 @@ DEFAULT_POLICY_SYSTEM = (
     "You are a warm, attentive voice assistant. Listen to how the user sounds, remember what"
     f" they said earlier, think briefly inside {THINK_START} {THINK_END}, then reply."
 )
-# tokens a policy must never generate: the next forward pass would expect clips for them
-AUDIO_SPECIAL_TOKENS = ("<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>")
 
 
 @dataclass(frozen=True)
@@ -95,8 +93,7 @@ class PolicyPromptEncoder:
         placeholders: an Omni thinker's image and video tokens), and padding (unless it
         doubles as EOS)."""
         vocab = self.tokenizer.get_vocab()
-        named = {token for _, token in self.family.special_tokens}
-        ids = [vocab[t] for t in sorted(named.union(AUDIO_SPECIAL_TOKENS)) if t in vocab]
+        ids = [vocab[t] for t in sorted(PLACEHOLDER_TOKENS) if t in vocab]
         pad, eos = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
         return ids + ([pad] if pad is not None and pad != eos else [])
 
