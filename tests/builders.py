@@ -109,3 +109,19 @@ def ppo_trainer(world: dict, args):
         processing_class=template,
         media_root=split.media_root,
     )
+
+
+def short_run(config_class, tmp_path: Path, **overrides):
+    """A `config_class` (GRMConfig, RMConfig) of a short CPU run under ``tmp_path/run``: batch 4,
+    lr 3e-3, every step logged, nothing saved; `overrides` on top (max_steps first of all)."""
+    values = dict(
+        output_dir=str(tmp_path / "run"),
+        per_device_train_batch_size=4,
+        learning_rate=3e-3,
+        logging_steps=1,
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+    )
+    return config_class(**(values | overrides))

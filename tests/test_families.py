@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from builders import TINY_GRM_SIZE, ppo_trainer
+from builders import TINY_GRM_SIZE, ppo_trainer, short_run
 from peft import LoraConfig
 
 from rewardlab.backbones import family_of, family_of_path, load_backbone
@@ -28,7 +28,7 @@ from rewardlab.grm.grm_config import GRMConfig
 from rewardlab.grm.grm_trainer import GRMTrainer
 from rewardlab.grm.judge_format import JudgeFormat
 from rewardlab.grm.model import GenerativeRewardModel
-from rewardlab.grm.tiny import build_tiny_backbone, corpus_texts
+from rewardlab.grm.tiny import TINY_BUILDERS, build_tiny_backbone, corpus_texts
 from rewardlab.reward import RewardMapper
 from rewardlab.rl.ppo_config import AudioPPOConfig
 from rewardlab.rl.ppo_math import response_mask
@@ -65,18 +65,7 @@ def grm_of(backbone, data, **kwargs) -> GenerativeRewardModel:
 
 def grm_config(tmp_path, config_class=GRMConfig, **overrides):
     """3 short CPU steps of `config_class` (GRMConfig, or RMConfig for the scalar RM)."""
-    values = dict(
-        output_dir=str(tmp_path / "run"),
-        max_steps=3,
-        per_device_train_batch_size=4,
-        learning_rate=3e-3,
-        logging_steps=1,
-        save_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
-        seed=0,
-    )
-    return config_class(**(values | overrides))
+    return short_run(config_class, tmp_path, **({"max_steps": 3} | overrides))
 
 
 def params(model) -> dict[str, torch.Tensor]:
@@ -94,6 +83,7 @@ def test_the_family_is_read_from_the_saved_config(backbone):
 
 
 def test_cli_builds_each_family(project, tmp_path):
+    assert set(TINY_FAMILIES) == set(TINY_BUILDERS)  # the CLI's --family choices
     for family in AUDIO_FAMILIES:
         out = tmp_path / family
         args = ["--project", str(project), "--out", str(out), "--family", family]

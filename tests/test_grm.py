@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from builders import TINY_GRM_SIZE
+from builders import TINY_GRM_SIZE, short_run
 from peft import LoraConfig
 from transformers import TrainerCallback
 
@@ -53,20 +53,8 @@ def grm_of(world, **kwargs) -> GenerativeRewardModel:
 
 
 def config(tmp_path: Path, **overrides) -> GRMConfig:
-    values = dict(
-        output_dir=str(tmp_path / "run"),
-        max_steps=6,
-        per_device_train_batch_size=4,
-        learning_rate=3e-3,
-        logging_steps=1,
-        save_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
-        seed=0,
-        critique_share=0.5,
-        critique_weight=0.1,
-    )
-    return GRMConfig(**(values | overrides))
+    values = dict(max_steps=6, critique_share=0.5, critique_weight=0.1)
+    return short_run(GRMConfig, tmp_path, **(values | overrides))
 
 
 # -- the judge format ---------------------------------------------------------------------------

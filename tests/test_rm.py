@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from builders import TINY_GRM_SIZE
+from builders import TINY_GRM_SIZE, short_run
 
 from rewardlab.grm.checkpoint import GRMCheckpoint
 from rewardlab.grm.examples import load_examples
@@ -38,18 +38,7 @@ def rm_of(world, path: Path | None = None) -> ScalarRewardModel:
 
 
 def config(tmp_path: Path, **overrides) -> RMConfig:
-    values = dict(
-        output_dir=str(tmp_path / "run"),
-        max_steps=6,
-        per_device_train_batch_size=4,
-        learning_rate=3e-3,
-        logging_steps=1,
-        save_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
-        seed=0,
-    )
-    return RMConfig(**(values | overrides))
+    return short_run(RMConfig, tmp_path, **({"max_steps": 6} | overrides))
 
 
 # -- the ordinal link ---------------------------------------------------------------------------
