@@ -26,7 +26,6 @@ from rewardlab.backbones import (
     UnknownFamilyError,
     describe_backbone,
     family_of_config,
-    load_backbone,
 )
 from rewardlab.cli import main
 from rewardlab.grm.grm_config import BackboneArguments
@@ -180,12 +179,6 @@ def test_a_text_lm_is_sized_as_its_language_model(tmp_path):
     total = sum(p.numel() for p in TEXT.model_class.from_config(config).parameters())
     assert info.parameters["language model"] == info.total == total
     assert info.lora_modules == 2 and "no audio" in info.table()
-
-
-def test_a_family_the_grm_does_not_run_yet_is_refused_before_loading(tmp_path):
-    folder = save_config(tiny_config("voxtral"), tmp_path / "voxtral")
-    with pytest.raises(ValueError, match="voxtral model; the GRM and the PPO policy run"):
-        load_backbone(folder)
 
 
 def test_backbone_info_command_prints_the_table_and_json(tmp_path, capsys):

@@ -78,7 +78,7 @@ def params(model) -> dict[str, torch.Tensor]:
 def test_the_family_is_read_from_the_saved_config(backbone):
     name, path = backbone
     family = family_of_path(path)
-    assert family.name == name and family.runs
+    assert family.name == name
     assert family_of(load_backbone(path)) is family
 
 
@@ -102,7 +102,7 @@ def test_cli_builds_each_family(project, tmp_path):
                 "--out",
                 str(tmp_path / "x"),
                 "--family",
-                "voxtral",
+                "gemma3n",
             ]
         )
 
@@ -323,13 +323,15 @@ def test_policy_embeddings_are_the_models_own_audio_placement(policy_world, tmp_
     policy, collector = trainer.policy, trainer.collector
     batch = collector.encode(trainer.train_prompts[:3])
     mask = batch.attention_mask
+    mask_key = family_of(policy.base).feature_mask_key  # Voxtral's forward takes no mask
+    frame_masks = {mask_key: batch.clips.feature_mask} if mask_key else {}
     with torch.no_grad():
         mine, _, _ = policy(batch.input_ids, mask, policy.encode_audio(batch.clips))
         own = policy.base(
             input_ids=batch.input_ids,
             attention_mask=mask,
             input_features=batch.clips.features,
-            **{family_of(policy.base).feature_mask_key: batch.clips.feature_mask},
+            **frame_masks,
             position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
         ).logits
     torch.testing.assert_close(mine[mask.bool()], own[mask.bool()], atol=1e-5, rtol=1e-5)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # bash training/gpu_smoke.sh [FAMILY]      (on a machine with one CUDA GPU)
-# FAMILY: qwen2_audio (default, Qwen2-Audio-7B sizes) or qwen2_5_omni (Qwen2.5-Omni-7B thinker
-# sizes); qwen3_omni_moe runs with SIZE=tiny only (the tiny builder's 4 experts are not its 128). A real-size backbone with random weights, built from its config on the GPU, in bf16
+# FAMILY: qwen2_audio (default, Qwen2-Audio-7B sizes), qwen2_5_omni (Qwen2.5-Omni-7B thinker
+# sizes) or voxtral (Voxtral-Mini-3B sizes); qwen3_omni_moe and audioflamingo3 run with
+# SIZE=tiny only (the tiny builder's 4 experts are not Qwen3-Omni's 128). A real-size backbone
+# with random weights, built from its config on the GPU, in bf16
 # with LoRA on the language model: one judge batch (both orders), 3 GRM training steps, then 1
 # PPO update of a same-sized LoRA policy against that judge. Prints judgments/s, training
 # tokens/s, PPO seconds by phase, and peak GPU memory for each.
@@ -49,6 +51,13 @@ SIZES = {
                              kv_heads=4, intermediate_size=18944, audio_d_model=1280,
                              audio_layers=32, audio_heads=20, audio_ffn=5120, chunk_length=30,
                              hop_length=160, max_positions=8192),
+    # Voxtral-Mini-3B: 30 x 3072 Llama decoder (8 KV heads, head_dim 128: 24 heads here where
+    # the checkpoint has 32, as the tiny builder ties head_dim to hidden / heads), a
+    # Whisper-large-v3 tower over whole 30 s windows (375 tokens each)
+    "voxtral": TinySize(vocab_size=4096, hidden_size=3072, layers=30, heads=24, kv_heads=8,
+                        intermediate_size=8192, audio_d_model=1280, audio_layers=32,
+                        audio_heads=20, audio_ffn=5120, chunk_length=30, hop_length=160,
+                        max_positions=8192),
 }
 if size_name == "real" and family not in SIZES:
     sys.exit(f"gpu_smoke.sh: real sizes for {', '.join(SIZES)}; {family} runs with SIZE=tiny")

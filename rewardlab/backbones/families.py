@@ -7,15 +7,15 @@ language-model tokens a clip becomes (`Family.audio_tokens`, from feature frames
 second). `TEXT` stands for any text-only causal LM (transcripts instead of audio): it has no
 tower.
 
-The GRM and the PPO policy run Qwen2-Audio, the Qwen2.5-Omni and Qwen3-Omni-MoE thinkers,
-Audio Flamingo 3 and text models (`Family.runs`); each family also says how to run its tower
-once (`tower_states`), which placeholder its chat template puts where a clip goes, its named
-special tokens, what its forward calls the frame masks, and whether generation on a cached
-history must reset rope deltas (`continue_positions`). Voxtral is described so that `rewardlab
-backbone-info` can size it (parameters per part, audio tokens per second, memory) from its
-config alone; its Tekken tokenizer renders chats straight to ids, which the judge's
-template-text prompts do not take yet. A full Omni checkpoint (thinker + talker) is read as its
-thinker: the talker speaks, it never judges.
+The GRM and the PPO policy run every family here: Qwen2-Audio, the Qwen2.5-Omni and
+Qwen3-Omni-MoE thinkers, Voxtral, Audio Flamingo 3 and text models. Each family also says how
+to run its tower once (`tower_states`), which placeholder its chat template puts where a clip
+goes, its named special tokens, the chat format a checkpoint without a template of its own is
+read in (Voxtral's Tekken file carries none), what its forward calls the frame masks, whether
+its tower hears whole windows (Voxtral takes no mask: a clip is padded to whole windows and
+each window becomes the same number of tokens), and whether generation on a cached history
+must reset rope deltas (`continue_positions`). A full Omni checkpoint (thinker + talker) is
+read as its thinker: the talker speaks, it never judges.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -75,11 +75,15 @@ class Family:
     # multimodal RoPE (Omni thinkers): the model keeps rope deltas from its last forward
     # and adds them when generation continues a cache (`continue_positions`)
     carries_rope_deltas: bool = False
-    # what its forward calls the clips' frame masks
-    feature_mask_key: str = "feature_attention_mask"
+    # what its forward calls the clips' frame masks; None: it takes none
+    feature_mask_key: str | None = "feature_attention_mask"
+    # its tower hears every window whole, padding included (Voxtral): a clip is cut into
+    # consecutive windows, the last padded, and each window is the same run of tokens
+    hears_whole_windows: bool = False
+    # the chat layout of its template where a checkpoint ships none (`audio_chat_template`)
+    chat_format: Literal["chatml", "mistral"] = "chatml"
     # parts a judge or policy of speech never runs (an Omni thinker's vision encoder): frozen
     unused_paths: tuple[str, ...] = ()
-    runs: bool = False  # the GRM and the PPO policy run it today
 
     @property
     def is_audio(self) -> bool:
@@ -207,6 +211,13 @@ def _voxtral_tokens(frames: int) -> int:
     return ((frames - 1) // 2 + 1) // 4
 
 
+def _voxtral_states(tower: nn.Module, features: torch.Tensor, mask: torch.Tensor):
+    """Voxtral's tower hears whole windows (no mask); its projector reads four consecutive
+    states as one (``intermediate_size`` wide), so they are regrouped per clip."""
+    states = tower(features).last_hidden_state
+    return states.reshape(len(features), -1, tower.config.intermediate_size)
+
+
 def _audio_llm(name: str, model_class: type, audio_tokens: Callable[[int], int], **facts) -> Family:
     """An audio LLM laid out as transformers lays them all out: ``model.audio_tower`` feeding
     ``model.multi_modal_projector`` feeding ``model.language_model``, Whisper-style convs in
@@ -232,7 +243,6 @@ QWEN2_AUDIO = _audio_llm(
         ("audio_bos_token", "<|audio_bos|>"),
         ("audio_eos_token", "<|audio_eos|>"),
     ),
-    runs=True,
 )
 # the Omni thinkers: the tower ends in its own projection; a full checkpoint nests the thinker
 OMNI_SPECIAL_TOKENS = (
@@ -255,7 +265,6 @@ QWEN2_5_OMNI = _audio_llm(
     special_tokens=OMNI_SPECIAL_TOKENS,
     carries_rope_deltas=True,
     unused_paths=("model.visual",),
-    runs=True,
 )
 QWEN3_OMNI_MOE = _audio_llm(
     "qwen3_omni_moe",
@@ -278,9 +287,20 @@ QWEN3_OMNI_MOE = _audio_llm(
     ),
     carries_rope_deltas=True,
     unused_paths=("model.visual",),
-    runs=True,
 )
-VOXTRAL = _audio_llm("voxtral", VoxtralForConditionalGeneration, _voxtral_tokens)
+# Voxtral: Whisper tower (whole 30-second windows), a projector over four states at a time,
+# a Llama decoder; its Tekken tokenizer marks a clip [BEGIN_AUDIO] then one [AUDIO] per token
+VOXTRAL = _audio_llm(
+    "voxtral",
+    VoxtralForConditionalGeneration,
+    _voxtral_tokens,
+    audio_token="[AUDIO]",
+    tower_states=_voxtral_states,
+    special_tokens=(("audio_token", "[AUDIO]"), ("audio_bos_token", "[BEGIN_AUDIO]")),
+    feature_mask_key=None,
+    hears_whole_windows=True,
+    chat_format="mistral",
+)
 # Audio Flamingo 3: Whisper-large tower, two-layer projector, Qwen2 decoder; a clip is one run
 # of <sound> tokens (its processor splits a long clip into 30-second windows, run after run)
 AUDIO_FLAMINGO_3 = _audio_llm(
@@ -292,9 +312,8 @@ AUDIO_FLAMINGO_3 = _audio_llm(
     processor_class=AudioFlamingo3Processor,
     special_tokens=(("audio_token", "<sound>"),),
     feature_mask_key="input_features_mask",
-    runs=True,
 )
-TEXT = Family("text", (), AutoModelForCausalLM, runs=True)
+TEXT = Family("text", (), AutoModelForCausalLM)
 # audio families, tried before the TEXT fallback
 FAMILIES: tuple[Family, ...] = (
     QWEN2_AUDIO,
@@ -316,11 +335,6 @@ class UnknownFamilyError(ValueError):
 
 def supported_names() -> str:
     return ", ".join(f.name for f in (*FAMILIES, TEXT))
-
-
-def runnable_names() -> str:
-    """The families the GRM and the PPO policy run today."""
-    return ", ".join(f.name for f in (*FAMILIES, TEXT) if f.runs)
 
 
 def family_of_config(config: dict[str, Any], source: str = "config") -> Family:

@@ -26,7 +26,6 @@ from rewardlab.backbones.families import (
     Family,
     family_of_config,
     read_config,
-    runnable_names,
 )
 
 PARTS = ("audio tower", "projector", "language model", "experts", "vision and other")
@@ -153,8 +152,6 @@ def describe_backbone(
         )
     if family.is_full_checkpoint(config):
         notes.append("a full checkpoint: its thinker is counted, the talker is never loaded")
-    if not family.runs:
-        notes.append(f"the GRM and PPO run {runnable_names()} today, not {family.name}")
     return BackboneInfo(
         family, config.get("model_type", ""), parts, lora_rank, lora_parameters, lora_modules,
         gpus, notes,

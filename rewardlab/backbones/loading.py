@@ -22,9 +22,9 @@ from rewardlab.backbones.families import (
     family_of_config,
     family_of_path,
     read_config,
-    runnable_names,
 )
 from rewardlab.backbones.speech_template import SpeechChatTemplate
+from rewardlab.backbones.tekken import TEKKEN_FILE
 
 ADAPTER_CONFIG = "adapter_config.json"  # PEFT's name for a saved adapter's config
 
@@ -38,15 +38,9 @@ def adapter_base(path: Path | str) -> Path | None:
 
 
 def load_backbone(path: Path | str, dtype: torch.dtype | None = None) -> PreTrainedModel:
-    """The model saved at `path` (not an adapter), by its family's class; a family that the
-    GRM and the PPO policy do not run yet is refused here, before anything is loaded."""
+    """The model saved at `path` (not an adapter), by its family's class."""
     config = read_config(path)
     family = family_of_config(config, str(config_path(path)))
-    if not family.runs:
-        raise ValueError(
-            f"{path}: a {family.name} model; the GRM and the PPO policy run {runnable_names()}"
-            f" today (`rewardlab backbone-info {path}` sizes it)"
-        )
     kwargs = {}
     if family.is_full_checkpoint(config):
         # a full Omni checkpoint (thinker + talker): its thinker's weights only, never the
@@ -83,7 +77,8 @@ def load_processor(path: Path | str) -> Any:
     path = Path(path)
     base = adapter_base(path)
     family = family_of_path(base or path)
-    if base is not None and not (path / "tokenizer_config.json").exists():
+    saved_own = any((path / name).exists() for name in ("tokenizer_config.json", TEKKEN_FILE))
+    if base is not None and not saved_own:
         path = base
     if family.is_audio and family.processor_class is None:
         return SpeechChatTemplate.from_pretrained(path, family)

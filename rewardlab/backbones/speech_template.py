@@ -7,6 +7,12 @@ Omni checkpoint through this view instead: the same three files a real checkpoin
 (``tokenizer*``, ``preprocessor_config.json``, ``chat_template.jinja`` or
 ``chat_template.json``), the same prompt text, the same features.
 
+Voxtral is read the same way. Its processor tokenizes with mistral-common, which builds a chat
+id by id; its checkpoint's ``tekken.json`` is read here as a fast tokenizer instead
+(`backbones.tekken`), and the chat is rendered in Mistral's instruct layout
+(`audio_chat_template`), which gives the same ids (tests/test_voxtral.py checks them against
+mistral-common's own, recorded).
+
     template = SpeechChatTemplate.from_pretrained("/models/Qwen2.5-Omni-7B", QWEN2_5_OMNI)
     text = template.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 """
@@ -20,16 +26,21 @@ from typing import Any
 from transformers import AutoTokenizer, WhisperFeatureExtractor
 
 from rewardlab.backbones.families import Family
+from rewardlab.backbones.tekken import TEKKEN_FILE, has_tekken, read_tekken
 
 
 def audio_chat_template(family: Family) -> str:
-    """A ChatML chat template, audio and text, that puts each clip where the family's own
-    template does: its audio placeholder, between audio start and end tokens where the family
-    has them (Qwen2.5-Omni: <|audio_bos|><|AUDIO|><|audio_eos|>; Qwen3-Omni:
-    <|audio_start|><|audio_pad|><|audio_end|>; Audio Flamingo 3: <sound>), and the default
-    system prompt only when none is given. For tiny builds: a real checkpoint brings its own."""
+    """A chat template, audio and text, that puts each clip where the family's own template
+    does: its audio placeholder, between audio start and end tokens where the family has them
+    (Qwen2.5-Omni: <|audio_bos|><|AUDIO|><|audio_eos|>; Qwen3-Omni:
+    <|audio_start|><|audio_pad|><|audio_end|>; Audio Flamingo 3: <sound>; Voxtral:
+    [BEGIN_AUDIO][AUDIO]). ChatML families get the default system prompt only when none is
+    given; a Qwen or AF3 checkpoint brings its own template, this one is for tiny builds.
+    Voxtral's checkpoints carry none: `_mistral_template` is the one they are read with."""
     named = dict(family.special_tokens)
     clip = named.get("audio_bos_token", "") + family.audio_token + named.get("audio_eos_token", "")
+    if family.chat_format == "mistral":
+        return _mistral_template(clip)
     return (
         "{% for message in messages %}"
         "{% if loop.first and message['role'] != 'system' %}"
@@ -44,6 +55,31 @@ def audio_chat_template(family: Family) -> str:
     )
 
 
+def _mistral_template(clip: str) -> str:
+    """Mistral's instruct layout as mistral-common builds it for Voxtral: ``<s>``, each user
+    message ``[INST] ... [/INST]`` with each clip ``[BEGIN_AUDIO]`` and its audio tokens, each
+    assistant message followed by ``</s>``. Voxtral takes no system message beside audio
+    (mistral-common refuses one), so the system text opens the first user message, as
+    mistral-common's earlier instruct versions place it."""
+    items = (
+        "{% set items = [{'type': 'text', 'text': message['content']}]"
+        " if message['content'] is string else message['content'] %}"
+        "{% for content in items %}"
+        f"{{% if content['type'] == 'audio' %}}{clip}"
+        "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}{% endfor %}"
+    )
+    return (
+        "{% set system = messages[0]['content'] if messages[0]['role'] == 'system' else '' %}"
+        "<s>{% for message in messages if message['role'] != 'system' %}"
+        "{% if loop.first and system and message['role'] != 'user' %}"
+        "[INST]{{ system }}[/INST]{% endif %}"
+        "{% if message['role'] == 'user' %}[INST]"
+        "{% if loop.first and system %}{{ system }}\n\n{% endif %}"
+        f"{items}[/INST]"
+        f"{{% else %}}{items}</s>{{% endif %}}{{% endfor %}}"
+    )
+
+
 class SpeechChatTemplate:
     """Tokenizer + feature extractor + chat template of one audio family."""
 
@@ -55,10 +91,14 @@ class SpeechChatTemplate:
     @classmethod
     def from_pretrained(cls, path: Path | str, family: Family) -> SpeechChatTemplate:
         path = Path(path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tekken = has_tekken(path)
+        tokenizer = read_tekken(path) if tekken else AutoTokenizer.from_pretrained(path)
         features = WhisperFeatureExtractor.from_pretrained(path)
-        # the processor's template places audio; a checkpoint's tokenizer may carry a text-only one
+        # the processor's template places audio; a checkpoint's tokenizer may carry a text-only
+        # one; a Tekken file carries none, its family's layout is the checkpoint's
         template = _processor_chat_template(path) or tokenizer.chat_template
+        if not template and tekken:
+            template = audio_chat_template(family)
         if not template:
             raise FileNotFoundError(
                 f"{path}: no chat template (chat_template.jinja, chat_template.json or the"
@@ -72,11 +112,16 @@ class SpeechChatTemplate:
         )
 
     def save_pretrained(self, out: Path | str) -> None:
-        """The files a checkpoint of the family ships: tokenizer, extractor, chat template."""
+        """The files a checkpoint of the family ships: tokenizer (a Tekken one as its
+        ``tekken.json``, the template beside it), extractor, chat template."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         self.tokenizer.chat_template = self.chat_template
-        self.tokenizer.save_pretrained(out)
+        if str(getattr(self.tokenizer, "vocab_file", "")).endswith(TEKKEN_FILE):
+            self.tokenizer.save_pretrained(out, save_format="mistral")
+            (out / "chat_template.jinja").write_text(self.chat_template)
+        else:
+            self.tokenizer.save_pretrained(out)
         self.feature_extractor.save_pretrained(out)
 
 

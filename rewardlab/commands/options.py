@@ -44,7 +44,7 @@ def add_project(parser: argparse.ArgumentParser, help: str) -> None:
 
 
 # the families `rewardlab.grm.tiny` builds (named here: the CLI parses without importing torch)
-TINY_FAMILIES = ("qwen2_audio", "qwen2_5_omni", "qwen3_omni_moe", "audioflamingo3")
+TINY_FAMILIES = ("qwen2_audio", "qwen2_5_omni", "qwen3_omni_moe", "audioflamingo3", "voxtral")
 
 
 def add_tiny_size(parser: argparse.ArgumentParser, *, hidden: int, layers: int) -> None:

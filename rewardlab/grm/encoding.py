@@ -72,11 +72,13 @@ class ClipFeatures:
         media_root: Path | None,
         cache_clips: int = 8192,
         audio_tokens: Callable[[int], int] | None = None,
+        whole_windows: bool = False,
     ):
         """`audio_tokens`: feature frames of one segment -> its audio tokens (the family's
-        count; `for_template` finds it)."""
+        count; `for_template` finds it). `whole_windows`: the family's tower hears each window
+        whole, padding included (`Family.hears_whole_windows`)."""
         self.extractor = feature_extractor
-        self.audio_tokens = audio_tokens
+        self.audio_tokens, self.whole_windows = audio_tokens, whole_windows
         self.media_root = Path(media_root) if media_root else None
         self._cache: OrderedDict[tuple[str, str], list[Segment]] = OrderedDict()
         self._cache_size = cache_clips
@@ -91,7 +93,9 @@ class ClipFeatures:
         audio tokens per clip."""
         family = family_of_template(template)
         extractor = template.feature_extractor if family.is_audio else None
-        return cls(extractor, media_root, cache_clips, family.audio_tokens)
+        return cls(
+            extractor, media_root, cache_clips, family.audio_tokens, family.hears_whole_windows
+        )
 
     def __getstate__(self) -> dict[str, Any]:  # data-loader workers get a copy, lock anew
         return {k: v for k, v in self.__dict__.items() if k != "_lock"}
@@ -137,12 +141,39 @@ class ClipFeatures:
         with self._lock:
             return self._features(owner, ref, clip_transform(mode))
 
-    def segments(self, samples: np.ndarray) -> list[np.ndarray]:
-        """A clip longer than the encoder's window, split into equal window-sized segments
+    def segments(self, samples: np.ndarray) -> list[Segment]:
+        """A clip's features per segment, with the frames its tower hears of each.
+
+        A clip longer than the encoder's window is split into equal window-sized segments
         (each its own run of audio tokens), so that nothing is cut: the extractor would pad or
-        truncate every clip to one window without a word."""
+        truncate every clip to one window without a word. A tower that hears whole windows
+        (Voxtral) gets what its processor makes: the clip padded to whole windows, its features
+        taken in one pass and cut window by window, every frame heard."""
         window = self.extractor.n_samples
-        return np.array_split(samples, max(1, -(-len(samples) // window)))
+        if self.whole_windows:
+            out = self.extractor(
+                samples if len(samples) else np.zeros(window, dtype=np.float32),
+                sampling_rate=self.extractor.sampling_rate,
+                padding=True,
+                truncation=False,
+                pad_to_multiple_of=window,
+                return_tensors="np",
+            )
+            features = out["input_features"][0].astype(np.float16)
+            windows = np.split(features, features.shape[-1] // self.extractor.nb_max_frames, -1)
+            return [(w, w.shape[-1]) for w in windows]
+        value = []
+        for segment in np.array_split(samples, max(1, -(-len(samples) // window))):
+            out = self.extractor(
+                segment,
+                sampling_rate=self.extractor.sampling_rate,
+                return_attention_mask=True,
+                padding="max_length",
+                return_tensors="np",
+            )
+            features = out["input_features"][0].astype(np.float16)
+            value.append((features, int(out["attention_mask"][0].sum())))
+        return value
 
     def _features(self, owner: str, ref: Any, transform: ClipTransform) -> list[Segment]:
         key = (transform, ref.sha256 if transform.reads_clip else None)
@@ -160,17 +191,7 @@ class ClipFeatures:
                 samples = load_ref(self.media_root, ref).samples
             except (AudioError, FileNotFoundError) as error:
                 raise JudgeInputError(owner, f"audio {ref.path!r}", str(error)) from error
-        value = []
-        for segment in self.segments(transform(samples, TARGET_SAMPLE_RATE)):
-            out = self.extractor(
-                segment,
-                sampling_rate=self.extractor.sampling_rate,
-                return_attention_mask=True,
-                padding="max_length",
-                return_tensors="np",
-            )
-            features = out["input_features"][0].astype(np.float16)
-            value.append((features, int(out["attention_mask"][0].sum())))
+        value = self.segments(transform(samples, TARGET_SAMPLE_RATE))
         self._cache[key] = value
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -350,24 +371,23 @@ def pad_rows(rows: list[list[int]], value: int) -> torch.Tensor:
 
 
 def audio_batch(
-    prompts: list[EncodedPrompt], mask_key: str = "feature_attention_mask"
+    prompts: list[EncodedPrompt], mask_key: str | None = "feature_attention_mask"
 ) -> dict[str, torch.Tensor]:
     """Stacked clip features of all prompts, in order: (n_clips, mel, frames), and their frame
-    masks under the name the family's forward takes (`PromptEncoder.feature_mask_key`)."""
+    masks under the name the family's forward takes (`PromptEncoder.feature_mask_key`; None:
+    it takes none)."""
     features = [f for p in prompts for f in p.features]
     if not features:
         return {}
     lengths = [n for p in prompts for n in p.feature_lengths]
     frames = features[0].shape[-1]
     mask = torch.arange(frames)[None, :] < torch.tensor(lengths)[:, None]  # (N, F)
-    return {
-        "input_features": torch.from_numpy(np.stack(features)).float(),
-        mask_key: mask.long(),
-    }
+    batch = {"input_features": torch.from_numpy(np.stack(features)).float()}
+    return batch if mask_key is None else batch | {mask_key: mask.long()}
 
 
 def collate_full(
-    prompts: list[EncodedPrompt], pad_id: int, mask_key: str = "feature_attention_mask"
+    prompts: list[EncodedPrompt], pad_id: int, mask_key: str | None = "feature_attention_mask"
 ) -> dict[str, torch.Tensor]:
     """History + pair as one right-padded sequence; `verdict_index` = the last real token.
 

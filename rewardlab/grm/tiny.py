@@ -6,8 +6,8 @@
 
 The tokenizer is a byte-level BPE trained with `tokenizers` on the project's own texts (turns,
 replies, rubrics, the judge prompt), wrapped as a `Qwen2Tokenizer` with the family's special
-tokens. Each family is built as its checkpoints are laid out, with a short audio window
-(`chunk_length` seconds):
+tokens (Voxtral's: written as a Tekken file with Mistral's special tokens). Each family is
+built as its checkpoints are laid out, with a short audio window (`chunk_length` seconds):
 
 - ``qwen2_audio``: a `Qwen2AudioForConditionalGeneration` and its processor (the encoder needs
   exactly ``2 * max_source_positions`` feature frames, so the two move together);
@@ -18,6 +18,10 @@ tokens. Each family is built as its checkpoints are laid out, with a short audio
   decoder, interleaved multimodal RoPE, a tower of 2-D convs), read the same way;
 - ``audioflamingo3``: an `AudioFlamingo3ForConditionalGeneration` (Whisper tower, two-layer
   projector, Qwen2 decoder) and its processor, each clip one run of ``<sound>`` tokens;
+- ``voxtral``: a `VoxtralForConditionalGeneration` (Whisper tower over whole windows at
+  Whisper's 10 ms hop, a projector over four states at a time, a Llama decoder) whose
+  tokenizer is a Tekken file (``tekken.json``, trained here the same way), read as a Voxtral
+  checkpoint is;
 - ``text``: a `Qwen2ForCausalLM` that reads transcripts.
 
 Weights are random: the point is a real architecture small enough to train on a CPU in minutes.
@@ -27,7 +31,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +51,8 @@ from transformers import (
     Qwen2Tokenizer,
     Qwen3OmniMoeThinkerConfig,
     Qwen3OmniMoeThinkerForConditionalGeneration,
+    VoxtralConfig,
+    VoxtralForConditionalGeneration,
     WhisperFeatureExtractor,
 )
 
@@ -57,9 +63,11 @@ from rewardlab.backbones.families import (
     QWEN2_AUDIO,
     QWEN3_OMNI_MOE,
     TEXT,
+    VOXTRAL,
     Family,
 )
 from rewardlab.backbones.speech_template import SpeechChatTemplate, audio_chat_template
+from rewardlab.backbones.tekken import read_tekken, tekken_audio, train_tekken
 
 FAMILY_BY_NAME = {family.name: family for family in FAMILIES}  # model_type -> family
 SPECIAL_TOKENS = [
@@ -180,7 +188,13 @@ def build_tiny_backbone(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    tokenizer = train_tokenizer(texts, size.vocab_size, FAMILY_BY_NAME.get(name, TEXT))
+    if name == VOXTRAL.name:  # a Tekken file, read back as a checkpoint's is
+        size = _voxtral_size(size)
+        audio = tekken_audio(size.chunk_length, size.hop_length, size.mel_bins)
+        train_tekken(texts, out, size.vocab_size, audio)
+        tokenizer = read_tekken(out)
+    else:
+        tokenizer = train_tokenizer(texts, size.vocab_size, FAMILY_BY_NAME.get(name, TEXT))
     text_config = _text_config(tokenizer, size)
     if name == TEXT.name:
         model, template = Qwen2ForCausalLM(text_config), tokenizer
@@ -341,6 +355,44 @@ def _qwen3_omni_moe(tokenizer, text_config: Qwen2Config, size: TinySize):
     return Qwen3OmniMoeThinkerForConditionalGeneration(config), template
 
 
+def _voxtral_size(size: TinySize) -> TinySize:
+    """Whisper's own 10 ms hop: a window's states must group by four for the projector (a
+    10-second window: 1000 frames, 500 states, 125 tokens); its ffn width is the group's."""
+    return replace(size, hop_length=160, audio_ffn=4 * size.audio_d_model)
+
+
+def _voxtral(tokenizer, text_config: Qwen2Config, size: TinySize):
+    text = text_config.to_dict() | {
+        "model_type": "llama",
+        "head_dim": size.hidden_size // size.heads,
+        "bos_token_id": tokenizer.bos_token_id,
+    }
+    tower = _whisper_tower(size)
+    audio = {
+        "hidden_size": tower["d_model"],
+        "intermediate_size": tower["encoder_ffn_dim"],
+        "num_hidden_layers": tower["encoder_layers"],
+        "num_attention_heads": tower["encoder_attention_heads"],
+        "num_mel_bins": tower["num_mel_bins"],
+        "max_source_positions": tower["max_source_positions"],
+    }
+    config = VoxtralConfig(
+        audio_config=audio,
+        text_config={k: v for k, v in text.items() if k in _LLAMA_KEYS},
+        audio_token_id=tokenizer.convert_tokens_to_ids(VOXTRAL.audio_token),
+    )
+    template = SpeechChatTemplate(
+        VOXTRAL, tokenizer, _feature_extractor(size), audio_chat_template(VOXTRAL)
+    )
+    return VoxtralForConditionalGeneration(config), template
+
+
+_LLAMA_KEYS = {
+    "model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+    "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings",
+    "pad_token_id", "bos_token_id", "eos_token_id", "tie_word_embeddings", "initializer_range",
+}  # fmt: skip
+
 # family name -> (tokenizer, text config, size) -> (random-init model, processor or template);
 # the CLI's --family choices (`commands.options.TINY_FAMILIES`) are its keys
 TINY_BUILDERS = {
@@ -348,6 +400,7 @@ TINY_BUILDERS = {
     QWEN2_5_OMNI.name: _qwen2_5_omni,
     QWEN3_OMNI_MOE.name: _qwen3_omni_moe,
     AUDIO_FLAMINGO_3.name: _audio_flamingo_3,
+    VOXTRAL.name: _voxtral,
 }
 
 
