@@ -369,6 +369,8 @@ def test_clip_caches_are_shared_only_where_the_features_agree(world, tmp_path):
     other = type(extractor)(**{**extractor.to_dict(), "chunk_length": 5})
     assert not same.same_features_as(ClipFeatures(other, world["media"]))
     assert not same.same_features_as(ClipFeatures(None, world["media"]))  # a text backbone
+    # a tower that hears whole windows (Voxtral) cuts a long clip otherwise
+    assert not same.same_features_as(ClipFeatures(extractor, world["media"], whole_windows=True))
 
 
 def test_reasoning_mode_generates_a_critique_then_reads_the_verdict(world):

@@ -368,7 +368,7 @@ def test_ppo_recipes_load_and_validate():
     from rewardlab.rl.ppo_config import parse_ppo_config
 
     recipes = sorted(Path(__file__).parents[1].joinpath("training").glob("ppo_*.yaml"))
-    assert len(recipes) == 4  # the demo, Qwen2-Audio, Qwen2.5-Omni, Qwen3-Omni
+    assert len(recipes) == 5  # the demo, Qwen2-Audio, Qwen2.5-Omni, Qwen3-Omni, Voxtral
     for recipe in recipes:
         # bf16 needs a GPU to validate; everything else is checked as written
         parsed = parse_ppo_config(recipe, ["--output_dir", "/tmp/unused", "--bf16", "false"])

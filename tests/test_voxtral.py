@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from transformers import VoxtralProcessor, WhisperFeatureExtractor
+from transformers import Qwen2Config, VoxtralProcessor, WhisperFeatureExtractor
 
 from rewardlab.backbones import family_of_path
 from rewardlab.backbones.families import VOXTRAL
@@ -121,5 +121,10 @@ def test_the_tiny_voxtral_is_a_tekken_checkpoint(tmp_path):
     assert tekken["audio"]["chunk_length_s"] == 10 and tekken["audio"]["frame_rate"] == 12.5
     config = json.loads((out / "config.json").read_text())
     assert config["audio_token_id"] == 24
+    # the same decoder settings as every tiny family's (not VoxtralConfig's defaults: a RoPE
+    # base of 1e8, head_dim 128)
+    text = config["text_config"]
+    assert text["rope_parameters"]["rope_theta"] == Qwen2Config().rope_parameters["rope_theta"]
+    assert text["head_dim"] * text["num_attention_heads"] == text["hidden_size"]
     # a 10-second window: 1000 frames, 500 states, 4 per token: 125 tokens, 12.5 a second
     assert VOXTRAL.audio_tokens(2 * config["audio_config"]["max_source_positions"]) == 125

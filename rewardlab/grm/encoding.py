@@ -106,10 +106,12 @@ class ClipFeatures:
 
     def same_features_as(self, other: ClipFeatures) -> bool:
         """True when `other` turns every clip into the same features (same extractor settings,
-        same media folder): then one cache can serve both (the policy's and the judge's)."""
+        same cut into windows, same media folder): then one cache can serve both (the policy's
+        and the judge's)."""
         mine, theirs = self.extractor, other.extractor
         return (
             mine is not None
+            and self.whole_windows == other.whole_windows
             and theirs is not None
             and type(mine) is type(theirs)
             and mine.to_dict() == theirs.to_dict()

@@ -391,6 +391,7 @@ _LLAMA_KEYS = {
     "model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
     "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings",
     "pad_token_id", "bos_token_id", "eos_token_id", "tie_word_embeddings", "initializer_range",
+    "rope_parameters",  # the tiny decoders' RoPE base, not VoxtralConfig's default of 1e8
 }  # fmt: skip
 
 # family name -> (tokenizer, text config, size) -> (random-init model, processor or template);
