@@ -10,8 +10,8 @@ tower.
 The GRM and the PPO policy run every family here: Qwen2-Audio, the Qwen2.5-Omni and
 Qwen3-Omni-MoE thinkers, Voxtral, Audio Flamingo 3 and text models. Each family also says how
 to run its tower once (`tower_states`), which placeholder its chat template puts where a clip
-goes, its named special tokens, the chat format a checkpoint without a template of its own is
-read in (Voxtral's Tekken file carries none), what its forward calls the frame masks, whether
+goes, its named special tokens, the chat layout (Voxtral's Tekken checkpoints are always
+rendered in Mistral's instruct layout), what its forward calls the frame masks, whether
 its tower hears whole windows (Voxtral takes no mask: a clip is padded to whole windows and
 each window becomes the same number of tokens), and whether generation on a cached history
 must reset rope deltas (`continue_positions`). A full Omni checkpoint (thinker + talker) is
@@ -80,7 +80,9 @@ class Family:
     # its tower hears every window whole, padding included (Voxtral): a clip is cut into
     # consecutive windows, the last padded, and each window is the same run of tokens
     hears_whole_windows: bool = False
-    # the chat layout of its template where a checkpoint ships none (`audio_chat_template`)
+    # the chat layout of its template (`audio_chat_template`): for tiny builds where "chatml"
+    # (a Qwen or AF3 checkpoint ships its own); "mistral": always, a Tekken checkpoint's
+    # layout
     chat_format: Literal["chatml", "mistral"] = "chatml"
     # parts a judge or policy of speech never runs (an Omni thinker's vision encoder): frozen
     unused_paths: tuple[str, ...] = ()

@@ -91,14 +91,15 @@ class SpeechChatTemplate:
     @classmethod
     def from_pretrained(cls, path: Path | str, family: Family) -> SpeechChatTemplate:
         path = Path(path)
-        tekken = has_tekken(path)
-        tokenizer = read_tekken(path) if tekken else AutoTokenizer.from_pretrained(path)
         features = WhisperFeatureExtractor.from_pretrained(path)
-        # the processor's template places audio; a checkpoint's tokenizer may carry a text-only
-        # one; a Tekken file carries none, its family's layout is the checkpoint's
+        if has_tekken(path):
+            # a Tekken checkpoint is rendered in its family's layout: the templates
+            # mistral-common generates mark a clip with one [AUDIO] and leave the rest to its
+            # own tokenizer, so a chat_template.jinja beside tekken.json is not read
+            return cls(family, read_tekken(path), features, audio_chat_template(family))
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        # the processor's template places audio; a checkpoint's tokenizer may carry a text-only one
         template = _processor_chat_template(path) or tokenizer.chat_template
-        if not template and tekken:
-            template = audio_chat_template(family)
         if not template:
             raise FileNotFoundError(
                 f"{path}: no chat template (chat_template.jinja, chat_template.json or the"
@@ -113,14 +114,13 @@ class SpeechChatTemplate:
 
     def save_pretrained(self, out: Path | str) -> None:
         """The files a checkpoint of the family ships: tokenizer (a Tekken one as its
-        ``tekken.json``, the template beside it), extractor, chat template."""
+        ``tekken.json`` alone, whose layout is its family's), extractor, chat template."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        self.tokenizer.chat_template = self.chat_template
         if str(getattr(self.tokenizer, "vocab_file", "")).endswith(TEKKEN_FILE):
             self.tokenizer.save_pretrained(out, save_format="mistral")
-            (out / "chat_template.jinja").write_text(self.chat_template)
         else:
+            self.tokenizer.chat_template = self.chat_template
             self.tokenizer.save_pretrained(out)
         self.feature_extractor.save_pretrained(out)
 
