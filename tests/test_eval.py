@@ -14,6 +14,7 @@ from rewardlab.audio_probes import ACOUSTIC_PROBES
 from rewardlab.cli import main
 from rewardlab.eval.agreement import krippendorff_alpha_ordinal
 from rewardlab.eval.judge_metrics import (
+    order_disagreement,
     pairwise_accuracy,
     position_consistency,
     quadratic_weighted_kappa,
@@ -81,6 +82,24 @@ def test_position_consistency_and_bias():
     by_order = np.array([[1, 0.5], [1, -1], [-0.2, -0.3]])
     assert position_consistency(by_order) == pytest.approx(2 / 3)
     assert position_bias(by_order) == pytest.approx(1.3 / 3)
+
+
+def test_where_the_orders_part():
+    """Rows (policy first, policy second) and truths: a decided pair kept, a decided pair
+    flipped, two ties flipped by a hair (rounded: a tie in both orders) and one flipped by a
+    level."""
+    by_order = np.array([[1.2, 0.8], [1.0, -1.0], [0.1, -0.2], [-0.3, 0.4], [0.9, -0.9]])
+    reference = np.array([1, 1, 0, 0, 0])
+    parted = order_disagreement(by_order, reference)
+    assert parted["judge/consistency_decided"] == pytest.approx(1 / 2)
+    assert parted["judge/consistency_ties"] == 0
+    # rounded: (1, 1) (1, -1) (0, 0) (0, 0) (1, -1) -> 3 of 5 keep their winner
+    assert parted["judge/consistency_levels"] == pytest.approx(3 / 5)
+    gaps = by_order[:, 0] - by_order[:, 1]
+    assert parted["judge/order_gap_std"] == pytest.approx(gaps.std())
+    # an order-blind judge (the same level in both orders) parts nowhere
+    blind = order_disagreement(np.repeat(by_order[:, :1], 2, axis=1), reference)
+    assert blind["judge/order_gap_std"] == 0 and blind["judge/consistency_levels"] == 1
 
 
 def test_p_policy_better_and_ece_with_a_reliability_table():

@@ -8,7 +8,10 @@ All functions take expected levels in canonical orientation (policy vs reference
   no winner to get right).
 - quadratic weighted kappa: agreement of the rounded expected level with the reference level
   on the full ordinal scale, chance-corrected, with disagreements weighted by squared distance.
-- position consistency: the share of pairs whose winner is the same in both orders.
+- position consistency: the share of pairs whose winner is the same in both orders; and where
+  the orders part (`order_disagreement`): on decided pairs and on ties apart, with winners read
+  from the rounded levels (a level within half a step of 0 is a tie), and the spread of the
+  two orders' difference (a shift shows in its mean, `position_bias`; noise in its spread).
 """
 
 from __future__ import annotations
@@ -38,6 +41,20 @@ def position_consistency(expected_by_order: np.ndarray) -> float:
     return float((signs[:, 0] == signs[:, 1]).mean())
 
 
+def order_disagreement(expected_by_order: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """Where the two orders part: consistency on decided pairs and on ties apart, consistency
+    of the rounded levels' winners, and the standard deviation of the orders' difference."""
+    same = np.sign(expected_by_order[:, 0]) == np.sign(expected_by_order[:, 1])
+    rounded = np.sign(np.rint(expected_by_order))
+    tie = reference == 0
+    return {
+        "judge/consistency_decided": float(same[~tie].mean()) if (~tie).any() else float("nan"),
+        "judge/consistency_ties": float(same[tie].mean()) if tie.any() else float("nan"),
+        "judge/consistency_levels": float((rounded[:, 0] == rounded[:, 1]).mean()),
+        "judge/order_gap_std": float(np.std(expected_by_order[:, 0] - expected_by_order[:, 1])),
+    }
+
+
 def judge_metrics(
     expected_by_order: np.ndarray, reference: np.ndarray, k: int, subsets: dict[str, np.ndarray]
 ) -> dict[str, float]:
@@ -55,6 +72,7 @@ def judge_metrics(
         )
     if expected_by_order.shape[1] == 2:
         metrics["judge/consistency"] = position_consistency(expected_by_order)
+        metrics |= order_disagreement(expected_by_order, reference)
     for name, mask in subsets.items():
         metrics[f"judge/accuracy_{name}"] = pairwise_accuracy(debiased[mask], reference[mask])
         metrics[f"judge/n_{name}"] = float(((reference != 0) & mask).sum())

@@ -45,9 +45,16 @@ SECTIONS: tuple[tuple[str, str, str, tuple[str, ...], tuple[str, ...]], ...] = (
         "position",
         "Position bias",
         "Each task is judged in both orders. The reward averages them, which cancels a shift"
-        " towards the first-shown response; a low consistency means the verdict itself flips.",
+        " towards the first-shown response; a low consistency means the verdict itself flips."
+        " Where it flips: on decided pairs and on ties apart, with the rounded levels' winners"
+        " (within half a level of 0: a tie), and the spread of the orders' difference (noise,"
+        " where the bias is its mean shift).",
         (
             "judge/consistency",
+            "judge/consistency_decided",
+            "judge/consistency_ties",
+            "judge/consistency_levels",
+            "judge/order_gap_std",
             "judge/position_bias",
             "judge/accuracy_order1",
             "judge/accuracy_order2",
