@@ -9,9 +9,10 @@ here, so adapter detection, LoRA set-up and the audio tower's whereabouts have o
 `families` holds one small adapter per model family: what configs it answers to, which class
 loads it, where its audio tower, projector and language model sit, how many tokens a clip
 becomes, how its tower runs once, its placeholder and special tokens. The GRM and PPO run
-Qwen2-Audio, the Qwen2.5-Omni and Qwen3-Omni-MoE thinkers, Audio Flamingo 3 and any text-only
-causal LM; Voxtral is described. `speech_template` reads an Omni checkpoint's tokenizer,
-feature extractor and chat template, and `info` sizes any family from its config alone
+Qwen2-Audio, the Qwen2.5-Omni and Qwen3-Omni-MoE thinkers, Voxtral, Audio Flamingo 3 and any
+text-only causal LM. `speech_template` reads an Omni or Voxtral checkpoint's tokenizer (a
+Voxtral's `tekken.json` through `tekken`), feature extractor and chat template, and `info`
+sizes any family from its config alone
 (`rewardlab backbone-info`):
 
     info = describe_backbone("/models/Qwen2.5-Omni-7B", lora_rank=16, lora_target=regex)

@@ -75,11 +75,9 @@ class Family:
     # multimodal RoPE (Omni thinkers): the model keeps rope deltas from its last forward
     # and adds them when generation continues a cache (`continue_positions`)
     carries_rope_deltas: bool = False
-    # what its forward calls the clips' frame masks; None: it takes none
+    # what its forward calls the clips' frame masks; None: it takes none, and its tower hears
+    # every window whole (`hears_whole_windows`)
     feature_mask_key: str | None = "feature_attention_mask"
-    # its tower hears every window whole, padding included (Voxtral): a clip is cut into
-    # consecutive windows, the last padded, and each window is the same run of tokens
-    hears_whole_windows: bool = False
     # the chat layout of its template (`audio_chat_template`): for tiny builds where "chatml"
     # (a Qwen or AF3 checkpoint ships its own); "mistral": always, a Tekken checkpoint's
     # layout
@@ -90,6 +88,13 @@ class Family:
     @property
     def is_audio(self) -> bool:
         return self.tower_path is not None
+
+    @property
+    def hears_whole_windows(self) -> bool:
+        """A tower that takes no frame mask (Voxtral) hears every window whole, padding
+        included: a clip is cut into consecutive windows, the last padded, each window the
+        same run of tokens."""
+        return self.is_audio and self.feature_mask_key is None
 
     def part(self, model: nn.Module, path: str | None) -> nn.Module | None:
         """The module at dotted `path` inside `model` (not PEFT-wrapped); None for no path."""
@@ -300,7 +305,6 @@ VOXTRAL = _audio_llm(
     tower_states=_voxtral_states,
     special_tokens=(("audio_token", "[AUDIO]"), ("audio_bos_token", "[BEGIN_AUDIO]")),
     feature_mask_key=None,
-    hears_whole_windows=True,
     chat_format="mistral",
 )
 # Audio Flamingo 3: Whisper-large tower, two-layer projector, Qwen2 decoder; a clip is one run

@@ -41,6 +41,7 @@ from transformers import (
     AudioFlamingo3Config,
     AudioFlamingo3ForConditionalGeneration,
     AudioFlamingo3Processor,
+    LlamaConfig,
     Qwen2_5OmniThinkerConfig,
     Qwen2_5OmniThinkerForConditionalGeneration,
     Qwen2AudioConfig,
@@ -207,8 +208,10 @@ def build_tiny_backbone(
     return out
 
 
-def _text_config(tokenizer: Qwen2Tokenizer, size: TinySize) -> Qwen2Config:
-    return Qwen2Config(
+def _text_config(tokenizer: Any, size: TinySize, config_class: type = Qwen2Config) -> Any:
+    """The tiny decoder's config: a Qwen2 unless `config_class` says otherwise (Voxtral's Llama),
+    the same sizes and defaults (RoPE base 1e4) either way."""
+    return config_class(
         vocab_size=len(tokenizer),
         hidden_size=size.hidden_size,
         intermediate_size=size.intermediate_size,
@@ -239,7 +242,8 @@ def _window_frames(size: TinySize) -> int:
 
 def _whisper_tower(size: TinySize, **extra: Any) -> dict[str, Any]:
     """A Whisper-style audio tower's config in Whisper's names, which every family's tower
-    config takes (Qwen2-Audio's, Audio Flamingo 3's, the Omni thinkers'); `extra` adds to it."""
+    config takes (Qwen2-Audio's, Audio Flamingo 3's, Voxtral's, the Omni thinkers'); `extra` adds
+    to it."""
     return {
         "num_mel_bins": size.mel_bins,
         "d_model": size.audio_d_model,
@@ -362,23 +366,13 @@ def _voxtral_size(size: TinySize) -> TinySize:
 
 
 def _voxtral(tokenizer, text_config: Qwen2Config, size: TinySize):
-    text = text_config.to_dict() | {
-        "model_type": "llama",
-        "head_dim": size.hidden_size // size.heads,
-        "bos_token_id": tokenizer.bos_token_id,
-    }
-    tower = _whisper_tower(size)
-    audio = {
-        "hidden_size": tower["d_model"],
-        "intermediate_size": tower["encoder_ffn_dim"],
-        "num_hidden_layers": tower["encoder_layers"],
-        "num_attention_heads": tower["encoder_attention_heads"],
-        "num_mel_bins": tower["num_mel_bins"],
-        "max_source_positions": tower["max_source_positions"],
-    }
+    """Its decoder is a Llama of the other tiny decoders' sizes (not VoxtralConfig's defaults:
+    a RoPE base of 1e8, head_dim 128)."""
+    llama = _text_config(tokenizer, size, LlamaConfig)
+    llama.bos_token_id = tokenizer.bos_token_id
     config = VoxtralConfig(
-        audio_config=audio,
-        text_config={k: v for k, v in text.items() if k in _LLAMA_KEYS},
+        audio_config=_whisper_tower(size),
+        text_config=llama.to_dict(),
         audio_token_id=tokenizer.convert_tokens_to_ids(VOXTRAL.audio_token),
     )
     template = SpeechChatTemplate(
@@ -386,13 +380,6 @@ def _voxtral(tokenizer, text_config: Qwen2Config, size: TinySize):
     )
     return VoxtralForConditionalGeneration(config), template
 
-
-_LLAMA_KEYS = {
-    "model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-    "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings",
-    "pad_token_id", "bos_token_id", "eos_token_id", "tie_word_embeddings", "initializer_range",
-    "rope_parameters",  # the tiny decoders' RoPE base, not VoxtralConfig's default of 1e8
-}  # fmt: skip
 
 # family name -> (tokenizer, text config, size) -> (random-init model, processor or template);
 # the CLI's --family choices (`commands.options.TINY_FAMILIES`) are its keys
