@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http.client
 import json
 import os
 import re
@@ -221,7 +222,8 @@ def test_openrlhf_payload_and_verl_arguments_get_the_same_rewards(world, service
     body = answer.json()
     assert body["rewards"] == pytest.approx([own["reward"]] * 2, abs=1e-6)
     assert body["scores"][0] == pytest.approx((own["expected_level"] + 3) / 6, abs=1e-6)
-    assert body["extra_logs"]["expected_level"][0] == pytest.approx(own["expected_level"])
+    # batches of other sizes round float32 sums apart: absolute, as the level is near 0
+    assert body["extra_logs"]["expected_level"][0] == pytest.approx(own["expected_level"], abs=1e-6)
 
     verl = asyncio.run(compute_score(data_source="rewardlab", solution_str=reply,
                                      ground_truth=task.id, extra_info={"index": 0},
@@ -277,6 +279,22 @@ def test_every_route_but_health_needs_the_token(service):
         answer = httpx.post(f"{url}/v1/reward", json={"items": []}, headers=headers)
         assert answer.status_code == 401 and answer.headers["www-authenticate"] == "Bearer"
         assert httpx.post(f"{url}/get_reward", json={}, headers=headers).status_code == 401
+
+
+def test_an_idle_connection_outlasts_a_client_pools_expiry(service):
+    """A server that drops idle connections when a pool does (httpx: 5 s) races the pool's next
+    request on them; the service keeps them 75 s, so one socket idle 6 s still answers."""
+    host, port = service[0].removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        for pause in (0, 6):
+            time.sleep(pause)
+            connection.request("GET", "/health")  # on the socket kept from the first request
+            answer = connection.getresponse()  # RemoteDisconnected had the server closed it
+            assert answer.status == 200 and json.loads(answer.read())["status"] == "ok"
+            assert answer.getheader("connection") != "close"
+    finally:
+        connection.close()
 
 
 def test_a_two_step_grpo_run_rewarded_by_the_remote_judge(world, service, tmp_path):

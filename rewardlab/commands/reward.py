@@ -83,7 +83,8 @@ def run_serve_reward(args: argparse.Namespace) -> None:
     print(describe_mapper(service.reward.mapper))
     print(f"serving rewards on http://{args.host}:{args.port} (POST /v1/reward, /get_reward)",
           flush=True)  # fmt: skip
-    uvicorn.run(build_app(service), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(build_app(service), host=args.host, port=args.port, log_level="warning",
+                timeout_keep_alive=args.keep_alive_s)  # fmt: skip
 
 
 def add_parsers(verbs: Verbs) -> None:
@@ -100,4 +101,10 @@ def add_parsers(verbs: Verbs) -> None:
         "--max-wait-ms", type=float, default=10.0, help="how long a batch waits to fill"
     )
     serve.add_argument("--batch-size", type=int, default=32, help="the judge's forward batch")
+    # A server that closes an idle connection at the moment a client's pool reuses it fails that
+    # request (ReadError). Clients' pools drop idle connections sooner (httpx 5 s, aiohttp 15 s),
+    # so the server's side must outlast them; uvicorn's own default is 5 s, the same as httpx's.
+    serve.add_argument(
+        "--keep-alive-s", type=int, default=75, help="how long an idle connection stays open"
+    )
     serve.set_defaults(run=run_serve_reward)
