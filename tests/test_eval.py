@@ -92,6 +92,8 @@ def test_where_the_orders_part():
     reference = np.array([1, 1, 0, 0, 0])
     parted = order_disagreement(by_order, reference)
     assert parted["judge/consistency_decided"] == pytest.approx(1 / 2)
+    # order 1 right on both decided pairs, order 2 on one: independent, 1 * 1/2 + 0 * 1/2
+    assert parted["judge/consistency_decided_if_independent"] == pytest.approx(1 / 2)
     assert parted["judge/consistency_ties"] == 0
     # rounded: (1, 1) (1, -1) (0, 0) (0, 0) (1, -1) -> 3 of 5 keep their winner
     assert parted["judge/consistency_levels"] == pytest.approx(3 / 5)
@@ -100,6 +102,10 @@ def test_where_the_orders_part():
     # an order-blind judge (the same level in both orders) parts nowhere
     blind = order_disagreement(np.repeat(by_order[:, :1], 2, axis=1), reference)
     assert blind["judge/order_gap_std"] == 0 and blind["judge/consistency_levels"] == 1
+    # orders that make the same mistake keep their winner where independent ones would not
+    shared = order_disagreement(np.array([[1.0, 1.0], [-1.0, -1.0]]), np.array([1, 1]))
+    assert shared["judge/consistency_decided"] == 1
+    assert shared["judge/consistency_decided_if_independent"] == pytest.approx(1 / 2)
 
 
 def test_p_policy_better_and_ece_with_a_reliability_table():

@@ -11,7 +11,9 @@ All functions take expected levels in canonical orientation (policy vs reference
 - position consistency: the share of pairs whose winner is the same in both orders; and where
   the orders part (`order_disagreement`): on decided pairs and on ties apart, with winners read
   from the rounded levels (a level within half a step of 0 is a tie), and the spread of the
-  two orders' difference (a shift shows in its mean, `position_bias`; noise in its spread).
+  two orders' difference (a shift shows in its mean, `position_bias`; noise in its spread),
+  beside the decided pairs' consistency two orders with the same accuracies would reach if
+  their mistakes were independent.
 """
 
 from __future__ import annotations
@@ -47,8 +49,14 @@ def order_disagreement(expected_by_order: np.ndarray, reference: np.ndarray) -> 
     same = np.sign(expected_by_order[:, 0]) == np.sign(expected_by_order[:, 1])
     rounded = np.sign(np.rint(expected_by_order))
     tie = reference == 0
+    # Two orders right with probabilities a1, a2 and erring independently keep their winner with
+    # a1 a2 + (1 - a1)(1 - a2): measured near it, the flips are each order's own noise; above
+    # it, the orders share their mistakes.
+    right = [pairwise_accuracy(expected_by_order[:, j], reference) for j in range(2)]
     return {
         "judge/consistency_decided": float(same[~tie].mean()) if (~tie).any() else float("nan"),
+        "judge/consistency_decided_if_independent": right[0] * right[1]
+        + (1 - right[0]) * (1 - right[1]),
         "judge/consistency_ties": float(same[tie].mean()) if tie.any() else float("nan"),
         "judge/consistency_levels": float((rounded[:, 0] == rounded[:, 1]).mean()),
         "judge/order_gap_std": float(np.std(expected_by_order[:, 0] - expected_by_order[:, 1])),

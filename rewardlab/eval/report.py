@@ -48,10 +48,13 @@ SECTIONS: tuple[tuple[str, str, str, tuple[str, ...], tuple[str, ...]], ...] = (
         " towards the first-shown response; a low consistency means the verdict itself flips."
         " Where it flips: on decided pairs and on ties apart, with the rounded levels' winners"
         " (within half a level of 0: a tie), and the spread of the orders' difference (noise,"
-        " where the bias is its mean shift).",
+        " where the bias is its mean shift). Beside the decided pairs' consistency: what two"
+        " orders with these accuracies would reach erring independently; near it, each order"
+        " flips on its own noise, above it, the orders share their mistakes.",
         (
             "judge/consistency",
             "judge/consistency_decided",
+            "judge/consistency_decided_if_independent",
             "judge/consistency_ties",
             "judge/consistency_levels",
             "judge/order_gap_std",
