@@ -47,6 +47,9 @@ def test_auto_is_never_worse_held_out_and_a_named_method_says_when_it_is(seed):
     probs, targets = honest_world(300, seed=seed)
     auto = choose_calibration(RewardMapper(k=3), probs, targets, groups(300))
     assert auto.cv_ece[str(auto.chosen)] <= auto.cv_ece["none"] and not auto.worse_than_none
+    # an honest scorer's folds sit at the floor an exactly calibrated one shows at their size
+    after, floor = (np.mean([fold[key] for fold in auto.folds]) for key in ("after", "floor"))
+    assert 0.7 * floor < after < 1.4 * floor
     for method in ("temperature", "isotonic"):
         named = choose_calibration(RewardMapper(k=3), probs, targets, groups(300), method=method)
         assert named.chosen.method == method

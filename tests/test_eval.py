@@ -23,6 +23,7 @@ from rewardlab.eval.probe_metrics import PROBE_METRICS
 from rewardlab.eval.report import json_safe
 from rewardlab.eval.reward_metrics import (
     alpha_with_rater,
+    ece_noise_floor,
     evaluation_metrics,
     expected_calibration_error,
     kendall_tau_b,
@@ -123,6 +124,23 @@ def test_p_policy_better_and_ece_with_a_reliability_table():
     assert expected_calibration_error(np.array([1.0]), np.array([1])) == 0  # q = 1: last bin
 
 
+def test_ece_floor_is_the_ece_an_exactly_calibrated_judge_shows_at_that_size():
+    """Certain predictions (q = 0 or 1) drawn from themselves never miss: floor 0. At q = 0.5
+    on n tasks, all in one bin, the ECE is |mean of n fair coins - 0.5|, whose mean is about
+    sqrt(2 / pi) * 0.5 / sqrt(n): 0.040 at n = 100, a quarter of that at 16 times the tasks."""
+    assert ece_noise_floor(np.array([0.0, 1.0, 1.0, 0.0])) == 0
+    small = ece_noise_floor(np.full(100, 0.5), draws=4000)
+    large = ece_noise_floor(np.full(1600, 0.5), draws=4000)
+    assert small == pytest.approx(0.5 * (2 / np.pi / 100) ** 0.5, rel=0.05)
+    assert large == pytest.approx(small / 4, rel=0.08)
+    # it is the mean of the ECEs such outcomes give, not a bound fitted to one case
+    rng = np.random.default_rng(5)
+    q = rng.beta(0.5, 0.5, 300)
+    measured = [expected_calibration_error(q, rng.random(300) < q) for _ in range(2000)]
+    assert ece_noise_floor(q) == pytest.approx(np.mean(measured), rel=0.05)
+    assert np.isnan(ece_noise_floor(np.array([])))
+
+
 def test_length_bias_is_a_pearson_correlation():
     """x = (1, 2, 3), y = (2, 4, 7): gaps (-1, 0, 1) and (-7/3, -1/3, 8/3); covariance sum 5,
     norms sqrt(2) and sqrt(114)/3: r = 15 / sqrt(228)."""
@@ -147,10 +165,17 @@ def test_evaluation_metrics_break_down_by_group():
     assert metrics["judge/accuracy"] == pytest.approx(1 / 3)
     assert metrics["by_g"]["a"]["accuracy"] == 0.5 and metrics["by_g"]["b"]["accuracy"] == 0
     assert metrics["by_g"]["b"]["n_decided"] == 1
+    assert metrics["by_g"]["a"]["consistency"] == 1  # both orders give one level
+    probs[0, 1] = [1, 0, 0]  # task 1's second order now says -1: group a parts on 1 task of 2
+    parted = evaluation_metrics(
+        probs, RewardMapper(k=1), reference, units, np.ones(4), {"g": list("aabb")}
+    )
+    assert parted["by_g"]["a"]["consistency"] == 0.5 and parted["by_g"]["b"]["consistency"] == 1
     assert metrics["length/corr_reward"] == pytest.approx(-0.5 / 13.75**0.5)
     assert metrics["judge/consistency"] == 1 and metrics["judge/position_bias"] == 0
     assert metrics["calibration/method"] == "none"
     assert metrics["calibration/ece"] == metrics["calibration/ece_raw"]
+    assert metrics["calibration/ece_floor"] == 0  # certain verdicts: nothing to draw
     assert json_safe({"x": float("nan"), "y": [np.float64(1.5)]}) == {"x": None, "y": [1.5]}
 
 
@@ -181,7 +206,8 @@ def test_calibrate_and_evaluate_write_a_self_contained_report(trained, tmp_path,
     grm, project = trained["grm"], trained["project"]
     args = ["--grm", str(grm), "--project", str(project)]
     assert main(["calibrate", *args, "--method", "temperature", "--clip", "3"]) == 0
-    assert "ECE of P(policy better)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "ECE of P(policy better)" in printed and "exactly calibrated at this size" in printed
     saved = json.loads((grm / "reward_mapper.json").read_text())
     assert saved["temperature"] > 0 and saved["clip"] == 3.0
     assert saved["provenance"]["eval_share"] == 0.5 and saved["provenance"]["split_seed"] == 7
@@ -205,12 +231,14 @@ def test_calibrate_and_evaluate_write_a_self_contained_report(trained, tmp_path,
         "judge/consistency",
         "agreement/alpha_with_grm",
         "calibration/ece",
+        "calibration/ece_floor",
         "length/corr_reward",
     ):
         assert metrics[name] is None or isinstance(metrics[name], float), name
     assert metrics["calibration/method"] == "temperature"
     assert {"by_rubric", "by_rubric_axis", "by_axis", "by_audio"} <= set(metrics)
     assert {"audio_only", "text_decidable"} >= set(metrics["by_audio"])
+    assert all("consistency" in group for group in metrics["by_axis"].values())
     assert metrics["silence"]["judge/n"] == len(test)  # the audio-removed ablation
     probes = [f"{name}/{key}" for name in PROBES for key in PROBE_METRICS]
     assert [key[len("probes/") :] for key in metrics if key.startswith("probes/")] == probes

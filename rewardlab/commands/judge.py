@@ -53,7 +53,8 @@ def run_calibrate(args: argparse.Namespace) -> None:
         print(f"  {name:<18} {ece:.3f}")
     for number, fold in enumerate(summary["folds"]):
         print(f"  fold {number}: {fold['n']} decided tasks, ECE {fold['before']:.3f} (none)"
-              f" -> {fold['after']:.3f} ({summary['chosen']})")  # fmt: skip
+              f" -> {fold['after']:.3f} ({summary['chosen']}); exactly calibrated at this size:"
+              f" {fold['floor']:.3f}")  # fmt: skip
     fitted = f", T={mapper.temperature:.3f}" if mapper.temperature else ""
     print(f"chosen: {summary['chosen']}{fitted}"
           f" (asked: {args.method}); ECE on the whole calibration half"

@@ -68,8 +68,10 @@ SECTIONS: tuple[tuple[str, str, str, tuple[str, ...], tuple[str, ...]], ...] = (
         "calibration",
         "Calibration",
         "P(policy better) on non-tie pairs against how often the policy really is better;"
-        " ECE is the count-weighted gap over 10 equal-width bins.",
-        ("calibration/method", "calibration/ece_raw", "calibration/ece"),
+        " ECE is the count-weighted gap over 10 equal-width bins. Its floor is what a judge"
+        " calibrated exactly would show on this many tasks (outcomes drawn from its own"
+        " probabilities): an ECE near the floor is as calibrated as this sample can tell.",
+        ("calibration/method", "calibration/ece_raw", "calibration/ece", "calibration/ece_floor"),
         ("reliability",),
     ),
     (
@@ -84,7 +86,8 @@ SECTIONS: tuple[tuple[str, str, str, tuple[str, ...], tuple[str, ...]], ...] = (
         "breakdowns",
         "Breakdowns",
         "The same numbers per rubric, per axis of the demo world's truth, and for the pairs only"
-        " audio can decide.",
+        " audio can decide; position consistency too, which shows the axes where the orders"
+        " part.",
         (),
         ("breakdown",),
     ),

@@ -17,6 +17,9 @@ into rewards, and reference levels (N,) in -K..K (human, or a known truth).
   debiased distribution (0.5 when all mass is on the tie), judged on the non-tie pairs only
   (reference level != 0) against y_i = [reference level > 0]. With B equal-width bins
   [b/B, (b+1)/B) (the last one closed), ECE = sum_b (n_b / n) |mean_b(y) - mean_b(q)|.
+- ECE floor: the mean ECE of a judge calibrated exactly, y_i ~ Bernoulli(q_i), at the same q
+  and n. A finite sample's ECE sits above 0 even then (each bin's frequency is a mean of a few
+  dozen coin flips), so an ECE near its floor is as calibrated as the sample can show.
 - length bias: Pearson correlation of the reward with the reply length difference (policy
   minus reference, in words), beside the same correlation for the reference level: a judge
   is length-biased by the gap between the two, not by the first alone.
@@ -80,6 +83,21 @@ def expected_calibration_error(q: np.ndarray, y: np.ndarray, n_bins: int = 10) -
     return float(np.nansum(counts * gaps) / counts.sum())
 
 
+def ece_noise_floor(q: np.ndarray, n_bins: int = 10, draws: int = 2000, seed: int = 0) -> float:
+    """Mean ECE over `draws` outcome vectors drawn from `q` itself (module docstring)."""
+    if not len(q):
+        return float("nan")
+    index = np.minimum((q * n_bins).astype(int), n_bins - 1)
+    one_hot = np.eye(n_bins)[index]  # (n, B)
+    counts = one_hot.sum(0)
+    filled = counts > 0
+    confidence = (q @ one_hot)[filled] / counts[filled]
+    outcomes = np.random.default_rng(seed).random((draws, len(q))) < q  # (draws, n)
+    frequency = (outcomes @ one_hot)[:, filled] / counts[filled]
+    gaps = np.abs(frequency - confidence) @ counts[filled]
+    return float(gaps.mean() / len(q))
+
+
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
     if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan")
@@ -95,12 +113,13 @@ def alpha_with_rater(units: Sequence[Sequence[int]], rater: Sequence[int], k: in
 def group_metrics(
     probs: np.ndarray, rewards: np.ndarray, reference: np.ndarray, k: int
 ) -> dict[str, float]:
-    """The core numbers on one slice: the GRM's accuracy and kappa, the reward's tau-b."""
+    """The core numbers on one slice: the GRM's accuracy, kappa and position consistency (both
+    orders judged), the reward's tau-b."""
     expected = probs @ np.arange(-k, k + 1, dtype=np.float64)  # (N, O)
     with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
         warnings.simplefilter("ignore")  # kappa on a slice that uses one level: NaN, warned
         core = judge_metrics(expected, reference, k, {})
-    return {
+    numbers = {
         "n": core["judge/n"],
         "n_decided": core["judge/n_decided"],
         "accuracy": core["judge/accuracy"],
@@ -108,6 +127,9 @@ def group_metrics(
         "kendall_tau_b": kendall_tau_b(rewards, reference),
         "reward_mean": float(rewards.mean()) if len(rewards) else float("nan"),
     }
+    if "judge/consistency" in core:
+        numbers["consistency"] = core["judge/consistency"]
+    return numbers
 
 
 def evaluation_metrics(
@@ -147,6 +169,7 @@ def evaluation_metrics(
         "calibration/method": mapper.calibration,
         "calibration/ece_raw": expected_calibration_error(raw_q, outcome, n_bins),
         "calibration/ece": expected_calibration_error(calibrated_q, outcome, n_bins),
+        "calibration/ece_floor": ece_noise_floor(calibrated_q, n_bins),
         "reward/mean": float(rewards.mean()),
         "reward/std": float(rewards.std()),
         "reward/kendall_tau_b": kendall_tau_b(rewards, reference),

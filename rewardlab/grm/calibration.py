@@ -8,7 +8,9 @@ reports: the ECE of P(policy better) on the tasks the annotators decided. The ca
 the lowest mean held-out ECE wins ("auto") if it beats no calibration by more than one standard
 error of the per-fold differences (ECE on a few dozen tasks is noisy: a map that wins by less
 is as likely fitted to noise); a named method gets its best strength, and is flagged when even
-that is worse held-out than no calibration at all.
+that is worse held-out than no calibration at all. Each fold also carries its ECE floor: what
+the chosen map would score there if it were exactly calibrated (`ece_noise_floor`), so a fold
+whose ECE sits near it is as calibrated as its few dozen tasks can tell.
 """
 
 from __future__ import annotations
@@ -18,7 +20,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rewardlab.eval.reward_metrics import expected_calibration_error, p_policy_better
+from rewardlab.eval.reward_metrics import (
+    ece_noise_floor,
+    expected_calibration_error,
+    p_policy_better,
+)
 from rewardlab.reward import RewardMapper, decisions
 
 STRENGTHS = (0.25, 0.5, 0.75, 1.0)
@@ -38,7 +44,8 @@ class Candidate:
 class CalibrationChoice:
     chosen: Candidate
     cv_ece: dict[str, float]  # candidate -> mean held-out ECE over the folds
-    folds: list[dict[str, float]] = field(default_factory=list)  # per fold: n, before, after
+    # per fold: n (decided tasks), ECE before and after, and the ECE floor after
+    folds: list[dict[str, float]] = field(default_factory=list)
     worse_than_none: bool = False  # the chosen map calibrates held-out tasks worse than none
 
     def summary(self) -> dict:
@@ -66,6 +73,12 @@ def held_out_ece(mapper: RewardMapper, probs: np.ndarray, targets: np.ndarray) -
     return expected_calibration_error(q, better[decided])
 
 
+def held_out_floor(mapper: RewardMapper, probs: np.ndarray, targets: np.ndarray) -> float:
+    """The ECE `held_out_ece` would give if `mapper`'s P(policy better) were exact."""
+    decided, _ = decisions(targets)
+    return ece_noise_floor(p_policy_better(mapper.distribution(probs))[decided])
+
+
 def choose_calibration(
     base: RewardMapper,
     probs: np.ndarray,
@@ -83,14 +96,18 @@ def choose_calibration(
     fold = fold_of(groups, folds, seed)
     candidates = [Candidate("none")] + [Candidate(m, s) for m in METHODS for s in STRENGTHS]
     scores: dict[Candidate, list[tuple[int, float]]] = {c: [] for c in candidates}
+    fitted: dict[Candidate, list[RewardMapper]] = {c: [] for c in candidates}
+    held_folds = []
     for f in range(folds):
         fit, held = fold != f, fold == f
         if not decisions(targets[held])[0].any():
             continue  # nothing decided to measure on
+        held_folds.append(held)
         for candidate in candidates:
             mapper = base.calibrated(probs[fit], targets[fit], candidate.method, candidate.strength)
             n = int(decisions(targets[held])[0].sum())
             scores[candidate].append((n, held_out_ece(mapper, probs[held], targets[held])))
+            fitted[candidate].append(mapper)
     if not scores[candidates[0]]:
         raise ValueError("no fold holds a decided task: too few judged tasks to calibrate")
 
@@ -112,8 +129,15 @@ def choose_calibration(
         chosen,
         {str(c): mean(c) for c in candidates},
         [
-            {"n": n, "before": before, "after": after}
-            for (n, before), (_, after) in zip(scores[none], scores[chosen], strict=True)
+            {
+                "n": n,
+                "before": before,
+                "after": after,
+                "floor": held_out_floor(mapper, probs[held], targets[held]),
+            }
+            for (n, before), (_, after), mapper, held in zip(
+                scores[none], scores[chosen], fitted[chosen], held_folds, strict=True
+            )
         ],
         worse_than_none=mean(chosen) > mean(none) + 1e-9,
     )
