@@ -45,7 +45,14 @@ from rewardlab.grm.scalar_rm import ScalarRewardModel
 from rewardlab.reward import Normalize, RewardMapper
 
 # what `rewardlab evaluate` prints; every metric is in metrics.json and the report
-HEADLINE_METRICS = ("judge/accuracy", "judge/qwk", "judge/kendall_tau_b", "calibration/ece")
+HEADLINE_METRICS = (
+    "judge/accuracy",
+    "judge/qwk",
+    "judge/kendall_tau_b",
+    "judge/consistency",
+    "calibration/ece",
+    "calibration/ece_floor",
+)
 # what the report says of each kind of model it evaluates
 MODEL_NOTES = {
     "GRM": "GRM: one verdict over both replies, judged in both presentation orders",
