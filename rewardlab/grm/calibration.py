@@ -67,16 +67,21 @@ def fold_of(groups: Sequence[str], folds: int, seed: int) -> np.ndarray:
     return np.array([fold[g] for g in groups])
 
 
-def held_out_ece(mapper: RewardMapper, probs: np.ndarray, targets: np.ndarray) -> float:
+def decided_forecasts(
+    mapper: RewardMapper, probs: np.ndarray, targets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """`mapper`'s P(policy better) and the outcome, on the tasks the annotators decided."""
     decided, better = decisions(targets)
-    q = p_policy_better(mapper.distribution(probs))[decided]
-    return expected_calibration_error(q, better[decided])
+    return p_policy_better(mapper.distribution(probs))[decided], better[decided]
+
+
+def held_out_ece(mapper: RewardMapper, probs: np.ndarray, targets: np.ndarray) -> float:
+    return expected_calibration_error(*decided_forecasts(mapper, probs, targets))
 
 
 def held_out_floor(mapper: RewardMapper, probs: np.ndarray, targets: np.ndarray) -> float:
     """The ECE `held_out_ece` would give if `mapper`'s P(policy better) were exact."""
-    decided, _ = decisions(targets)
-    return ece_noise_floor(p_policy_better(mapper.distribution(probs))[decided])
+    return ece_noise_floor(decided_forecasts(mapper, probs, targets)[0])
 
 
 def choose_calibration(
@@ -100,12 +105,12 @@ def choose_calibration(
     held_folds = []
     for f in range(folds):
         fit, held = fold != f, fold == f
-        if not decisions(targets[held])[0].any():
+        n = int(decisions(targets[held])[0].sum())
+        if not n:
             continue  # nothing decided to measure on
         held_folds.append(held)
         for candidate in candidates:
             mapper = base.calibrated(probs[fit], targets[fit], candidate.method, candidate.strength)
-            n = int(decisions(targets[held])[0].sum())
             scores[candidate].append((n, held_out_ece(mapper, probs[held], targets[held])))
             fitted[candidate].append(mapper)
     if not scores[candidates[0]]:
